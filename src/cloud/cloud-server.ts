@@ -1,0 +1,289 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { z } from 'zod';
+import { parseTimestamp } from '../model/data-point.js';
+import { batchEnvelopeSchema, type RejectedPoint, type WirePoint, wirePointSchema } from '../model/wire.js';
+import type { CloudStore } from './cloud-store.js';
+import { BodyError, readBody } from './read-body.js';
+import { SqliteCloudStore } from './sqlite-cloud-store.js';
+
+/** Options of {@link CloudServer.listen}. */
+export interface CloudServerOptions {
+  /** TCP port; 0 picks a free one. @default 0 */
+  port?: number;
+  /** Interface to bind. @default '127.0.0.1' */
+  host?: string;
+  /** SQLite file of the default store, or `:memory:`. @default ':memory:' */
+  dbPath?: string;
+  /** Replaces the SQLite store. */
+  store?: CloudStore;
+  /** Keys accepted as `Authorization: Bearer <key>`. An empty list lets every request in (loopback tests only). */
+  apiKeys: readonly string[];
+  /** Largest request body on the wire, in bytes. @default 16 MiB */
+  maxBodyBytes?: number;
+  /** Largest body once inflated, in bytes. @default 64 MiB */
+  maxInflatedBytes?: number;
+  /**
+   * A server-side acceptance rule for single readings (an allow-list of sensors, a value range): return a reason
+   * to refuse the reading. A batch with refused readings is answered 422 naming them, and nothing of it is stored.
+   */
+  validatePoint?: (point: WirePoint, deviceId: string) => string | undefined;
+}
+
+const API_PREFIX = '/api/v1';
+
+const digest = (value: string) => createHash('sha256').update(value).digest();
+
+const timestampParam = z
+  .string()
+  .transform((value, ctx) => {
+    const ms = parseTimestamp(/^\d+$/.test(value) ? Number(value) : value);
+    if (typeof ms === 'string') {
+      ctx.addIssue({ code: 'custom', message: ms });
+      return z.NEVER;
+    }
+    return ms;
+  })
+  .optional();
+
+const telemetryQuerySchema = z.object({
+  deviceId: z.string().min(1).optional(),
+  sensorId: z.string().min(1).optional(),
+  from: timestampParam,
+  to: timestampParam,
+  limit: z.coerce.number().int().min(1).max(10_000).default(1000),
+  cursor: z.string().regex(/^\d+$/).optional(),
+});
+
+class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    readonly error: string,
+    message: string,
+    readonly extra: Record<string, unknown> = {},
+    readonly headers: Record<string, string> = {},
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * The reference cloud sync server (`edge-gateway/cloud`): takes batches from gateways idempotently, stores them
+ * with their acknowledgement in one transaction, and answers queries. Plain `node:http`, no framework.
+ *
+ * @example
+ * ```ts
+ * const server = await CloudServer.listen({ port: 0, apiKeys: ['k'] });
+ * console.log(server.url); // http://127.0.0.1:41234/api/v1
+ * await server.close();
+ * ```
+ */
+export class CloudServer {
+  readonly #server: Server;
+  readonly #store: CloudStore;
+  readonly #options: Required<Omit<CloudServerOptions, 'store' | 'validatePoint'>> &
+    Pick<CloudServerOptions, 'validatePoint'>;
+  readonly #keys: Buffer[];
+  #closing: Promise<void> | undefined;
+
+  private constructor(options: CloudServerOptions, store: CloudStore) {
+    this.#options = {
+      port: 0,
+      host: '127.0.0.1',
+      dbPath: ':memory:',
+      maxBodyBytes: 16 * 1024 * 1024,
+      maxInflatedBytes: 64 * 1024 * 1024,
+      ...options,
+    };
+    this.#store = store;
+    this.#keys = options.apiKeys.map(digest);
+    this.#server = createServer((request, response) => {
+      this.#handle(request, response).catch((error: unknown) => {
+        if (!response.headersSent) this.#send(response, 500, { error: 'internal', message: (error as Error).message });
+        else response.destroy();
+      });
+    });
+    this.#server.keepAliveTimeout = 5000;
+  }
+
+  /** Starts a server; resolves once it listens. */
+  static async listen(options: CloudServerOptions): Promise<CloudServer> {
+    const store = options.store ?? new SqliteCloudStore(options.dbPath ?? ':memory:');
+    const server = new CloudServer(options, store);
+    await new Promise<void>((resolve, reject) => {
+      server.#server.once('error', reject);
+      server.#server.listen(server.#options.port, server.#options.host, () => {
+        server.#server.off('error', reject);
+        resolve();
+      });
+    });
+    return server;
+  }
+
+  /** The port it listens on. */
+  get port(): number {
+    return (this.#server.address() as AddressInfo).port;
+  }
+
+  /** The API base URL, e.g. `http://127.0.0.1:41234/api/v1`. */
+  get url(): string {
+    const host = this.#options.host.includes(':') ? `[${this.#options.host}]` : this.#options.host;
+    return `http://${host}:${this.port}${API_PREFIX}`;
+  }
+
+  /** The store, for queries in tests and tools. */
+  get store(): CloudStore {
+    return this.#store;
+  }
+
+  /** Stops listening, drops open connections and closes the store. Safe to call twice. */
+  close(): Promise<void> {
+    this.#closing ??= new Promise<void>((resolve) => {
+      this.#server.close(() => resolve());
+      this.#server.closeAllConnections();
+    }).then(() => this.#store.close());
+    return this.#closing;
+  }
+
+  #send(response: ServerResponse, status: number, body: object, headers: Record<string, string> = {}): void {
+    const json = JSON.stringify({ ...body, serverTime: new Date().toISOString() });
+    response.writeHead(status, {
+      'content-type': 'application/json',
+      'content-length': Buffer.byteLength(json),
+      ...headers,
+    });
+    response.end(json);
+  }
+
+  #authorize(request: IncomingMessage): void {
+    if (this.#keys.length === 0) return;
+    const header = request.headers.authorization ?? '';
+    const match = /^Bearer (.+)$/i.exec(header);
+    if (match?.[1]) {
+      const presented = digest(match[1]);
+      // Compare digests in constant time, against every key, so that timing tells nothing about any of them.
+      let ok = false;
+      for (const key of this.#keys) ok = timingSafeEqual(presented, key) || ok;
+      if (ok) return;
+    }
+    throw new HttpError(401, 'unauthorized', 'a valid API key is required', {}, { 'www-authenticate': 'Bearer' });
+  }
+
+  async #handle(request: IncomingMessage, response: ServerResponse): Promise<void> {
+    const url = new URL(request.url ?? '/', 'http://localhost');
+    const path = url.pathname.startsWith(API_PREFIX) ? url.pathname.slice(API_PREFIX.length) : url.pathname;
+    try {
+      if (request.method === 'GET' && path === '/health') {
+        this.#send(response, 200, { status: 'ok' });
+        return;
+      }
+      this.#authorize(request);
+      if (request.method === 'POST' && path === '/telemetry/batches') {
+        await this.#ingest(request, response);
+      } else if (request.method === 'GET' && path === '/telemetry') {
+        const query = this.#params(telemetryQuerySchema, url);
+        this.#send(response, 200, await this.#store.query(query));
+      } else if (request.method === 'GET' && path === '/telemetry/stats') {
+        const deviceId = url.searchParams.get('deviceId') ?? undefined;
+        this.#send(response, 200, await this.#store.stats(deviceId));
+      } else {
+        throw new HttpError(404, 'not_found', `no route for ${request.method} ${url.pathname}`);
+      }
+    } catch (error) {
+      if (request.readableEnded === false) request.resume();
+      if (error instanceof HttpError) {
+        this.#send(
+          response,
+          error.status,
+          { error: error.error, message: error.message, ...error.extra },
+          error.headers,
+        );
+      } else if (error instanceof BodyError) {
+        this.#send(response, error.status, { error: error.error, message: error.message }, { connection: 'close' });
+      } else throw error;
+    }
+  }
+
+  #params<T extends z.ZodType>(schema: T, url: URL): z.output<T> {
+    const parsed = schema.safeParse(Object.fromEntries(url.searchParams));
+    if (!parsed.success) throw new HttpError(400, 'bad_request', z.prettifyError(parsed.error));
+    return parsed.data;
+  }
+
+  async #ingest(request: IncomingMessage, response: ServerResponse): Promise<void> {
+    const type = (request.headers['content-type'] ?? '').split(';')[0]?.trim();
+    if (type !== 'application/json') {
+      throw new HttpError(
+        415,
+        'unsupported_media_type',
+        `content-type ${type || '(none)'} is not supported; use application/json`,
+      );
+    }
+    const key = request.headers['idempotency-key'];
+    if (typeof key !== 'string' || key.length === 0 || key.length > 200) {
+      throw new HttpError(400, 'bad_request', 'the Idempotency-Key header is required');
+    }
+    const body = await readBody(request, this.#options.maxBodyBytes, this.#options.maxInflatedBytes);
+    const hash = createHash('sha256').update(body).digest('hex');
+
+    // A replay is answered from the ledger before anything else: its readings are stored already.
+    const known = await this.#store.lookup(key);
+    if (known) {
+      if (known.hash !== hash)
+        throw new HttpError(409, 'idempotency_key_reused', `the key ${key} was used for another body`);
+      await this.#store.noteReplay(key);
+      this.#send(response, 200, known.ack, { 'idempotent-replayed': 'true' });
+      return;
+    }
+
+    let json: unknown;
+    try {
+      json = JSON.parse(body.toString('utf8'));
+    } catch (error) {
+      throw new HttpError(400, 'malformed_json', `the body is not JSON: ${(error as Error).message}`);
+    }
+    const envelope = batchEnvelopeSchema.safeParse(json);
+    if (!envelope.success) throw new HttpError(400, 'bad_batch', z.prettifyError(envelope.error));
+    const batch = envelope.data;
+    if (key !== `${batch.replicaId}:${batch.batchNo}`) {
+      throw new HttpError(400, 'bad_request', 'the Idempotency-Key must be {replicaId}:{batchNo} of the body');
+    }
+
+    const points: WirePoint[] = [];
+    const rejected: RejectedPoint[] = [];
+    for (const [index, raw] of batch.points.entries()) {
+      const parsed = wirePointSchema.safeParse(raw);
+      const seq = typeof (raw as { seq?: unknown })?.seq === 'number' ? (raw as { seq: number }).seq : -index;
+      if (!parsed.success) {
+        rejected.push({ seq, reason: z.prettifyError(parsed.error).replaceAll('\n', ' ') });
+        continue;
+      }
+      const refusal = this.#options.validatePoint?.(parsed.data, batch.deviceId);
+      if (refusal) rejected.push({ seq, reason: refusal });
+      else points.push(parsed.data);
+    }
+    if (rejected.length > 0) {
+      throw new HttpError(
+        422,
+        'invalid_points',
+        `${rejected.length} reading(s) refused; nothing of this batch was stored`,
+        {
+          rejected,
+        },
+      );
+    }
+
+    const outcome = await this.#store.ingest({
+      idempotencyKey: key,
+      hash,
+      deviceId: batch.deviceId,
+      replicaId: batch.replicaId,
+      batchNo: batch.batchNo,
+      points,
+    });
+    if (outcome.kind === 'conflict')
+      throw new HttpError(409, 'idempotency_key_reused', `the key ${key} was used for another body`);
+    this.#send(response, 200, outcome.ack, outcome.kind === 'replayed' ? { 'idempotent-replayed': 'true' } : {});
+  }
+}

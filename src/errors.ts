@@ -1,0 +1,128 @@
+/**
+ * Every error the SDK throws is an {@link EdgeGatewayError} with a stable `code`. Each subclass has a type guard
+ * that also compares `name`, so the guards work across duplicated copies of the package.
+ */
+
+/** Stable machine-readable error codes. */
+export type EdgeGatewayErrorCode =
+  | 'CONFIG_INVALID'
+  | 'VALIDATION_FAILED'
+  | 'NOT_STARTED'
+  | 'STOPPED'
+  | 'QUEUE_FULL'
+  | 'STORAGE_FAILED'
+  | 'PROCESSOR_FAILED';
+
+/** Base class of every error thrown by edge-gateway. */
+export class EdgeGatewayError extends Error {
+  readonly code: EdgeGatewayErrorCode;
+
+  constructor(code: EdgeGatewayErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'EdgeGatewayError';
+    this.code = code;
+  }
+}
+
+/** An option is misspelled, missing or out of range. Thrown by constructors and `configure()`. */
+export class ConfigError extends EdgeGatewayError {
+  /** One line per problem, each naming the option, the value and what was expected. */
+  readonly issues: readonly string[];
+
+  constructor(issues: readonly string[], options?: { cause?: unknown }) {
+    super('CONFIG_INVALID', `Invalid options:\n  - ${issues.join('\n  - ')}`, options);
+    this.name = 'ConfigError';
+    this.issues = issues;
+  }
+}
+
+/** One problem found in one input. */
+export interface ValidationIssue {
+  /** Index of the reading in a batch, when the input was a batch. */
+  readonly index?: number;
+  /** The field at fault, e.g. `value` or `tags.location`. */
+  readonly field: string;
+  /** What is wrong with it. */
+  readonly message: string;
+}
+
+/** Input was refused before anything was stored. Lists every problem, not only the first. */
+export class ValidationError extends EdgeGatewayError {
+  readonly issues: readonly ValidationIssue[];
+
+  constructor(issues: readonly ValidationIssue[]) {
+    const lines = issues.map(
+      (issue) => `${issue.index === undefined ? '' : `[${issue.index}] `}${issue.field}: ${issue.message}`,
+    );
+    super('VALIDATION_FAILED', `Invalid data point:\n  - ${lines.join('\n  - ')}`);
+    this.name = 'ValidationError';
+    this.issues = issues;
+  }
+}
+
+/** A method that needs a started gateway was called before `start()`. */
+export class NotStartedError extends EdgeGatewayError {
+  constructor(method: string) {
+    super('NOT_STARTED', `${method}() was called before start()`);
+    this.name = 'NotStartedError';
+  }
+}
+
+/** The gateway is stopping or stopped and takes no more input. */
+export class GatewayStoppedError extends EdgeGatewayError {
+  constructor(method: string) {
+    super('STOPPED', `${method}() was called after stop(); the gateway takes no more input`);
+    this.name = 'GatewayStoppedError';
+  }
+}
+
+/** The offline queue holds `maxOfflineQueueSize` readings; the new ones were not stored. */
+export class QueueFullError extends EdgeGatewayError {
+  readonly limit: number;
+
+  constructor(limit: number, incoming: number) {
+    super(
+      'QUEUE_FULL',
+      `The offline queue is full (maxOfflineQueueSize ${limit}); ${incoming} reading(s) were not stored`,
+    );
+    this.name = 'QueueFullError';
+    this.limit = limit;
+  }
+}
+
+/** The local database refused a write or could not be opened. Nothing of the failed write was stored. */
+export class StorageError extends EdgeGatewayError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('STORAGE_FAILED', message, options);
+    this.name = 'StorageError';
+  }
+}
+
+const ERROR_NAMES = new Set([
+  'EdgeGatewayError',
+  'ConfigError',
+  'ValidationError',
+  'NotStartedError',
+  'GatewayStoppedError',
+  'QueueFullError',
+  'StorageError',
+]);
+
+const hasCode = (error: unknown): error is EdgeGatewayError =>
+  error instanceof Error && typeof (error as { code?: unknown }).code === 'string';
+
+// Guards compare `name`, not only the prototype, so they hold across two copies of the package.
+const guard =
+  <T extends EdgeGatewayError>(name: string) =>
+  (error: unknown): error is T =>
+    hasCode(error) && error.name === name;
+
+/** True for any error thrown by edge-gateway. */
+export const isEdgeGatewayError = (error: unknown): error is EdgeGatewayError =>
+  hasCode(error) && ERROR_NAMES.has(error.name);
+export const isConfigError = guard<ConfigError>('ConfigError');
+export const isValidationError = guard<ValidationError>('ValidationError');
+export const isNotStartedError = guard<NotStartedError>('NotStartedError');
+export const isGatewayStoppedError = guard<GatewayStoppedError>('GatewayStoppedError');
+export const isQueueFullError = guard<QueueFullError>('QueueFullError');
+export const isStorageError = guard<StorageError>('StorageError');

@@ -1,0 +1,541 @@
+import { EventEmitter } from 'eventemitter3';
+import {
+  ConfigError,
+  GatewayStoppedError,
+  NotStartedError,
+  QueueFullError,
+  StorageError,
+  ValidationError,
+  type ValidationIssue,
+} from '../errors.js';
+import { type Logger, silentLogger } from '../logger.js';
+import {
+  checkPoint,
+  DataPoint,
+  type DataPointInput,
+  type NormalizedPoint,
+  normalizePoint,
+  toDataPoint,
+} from '../model/data-point.js';
+import { DataProcessor, type Processor, type ProcessResult } from '../processing/processor.js';
+import { SqliteStorage } from '../storage/sqlite-storage.js';
+import type { DeadLetter, DeadLetterInsert, OutboxInsert, Storage } from '../storage/storage.js';
+import { type ConflictResolver, type ConflictStrategy, lastWriteWins, resolverFor } from '../sync/conflict-resolver.js';
+import { type SyncListener, SyncManager, type SyncSettings } from '../sync/sync-manager.js';
+import type { SyncResult } from '../sync/sync-result.js';
+import { HttpTransport } from '../transport/http-transport.js';
+import type { Transport } from '../transport/transport.js';
+import { GroupCommit } from './group-commit.js';
+import { compressionSetting, type EdgeGatewayOptions, type ResolvedOptions, resolveOptions } from './options.js';
+import type { GatewayEvents, GatewayStatus, HealthStatus } from './status.js';
+
+/** Largest processed-data object a processor may return for one reading, as JSON. */
+const MAX_PAYLOAD_BYTES = 64 * 1024;
+/** Options that name the local store; they cannot change once it is open. */
+const FIXED_AFTER_START = ['localDb', 'storage', 'durability'] as const;
+
+type Lifecycle = 'created' | 'starting' | 'running' | 'stopping' | 'stopped';
+
+const rowOf = (point: NormalizedPoint): OutboxInsert => ({
+  kind: 'reading',
+  sensorId: point.sensorId,
+  ts: point.ts,
+  value: point.value,
+  unit: point.unit,
+  tags: point.tags,
+  payload: null,
+});
+
+const emptyResult = (remaining: number): SyncResult => ({
+  sent: 0,
+  acknowledged: 0,
+  duplicates: 0,
+  failed: 0,
+  deadLettered: 0,
+  remaining,
+  durationMs: 0,
+});
+
+/**
+ * The gateway: takes readings, stores each durably before saying so, runs them through the processor, and
+ * forwards them to the cloud in batches, exactly once in effect, whenever the link allows.
+ *
+ * @example
+ * ```ts
+ * const gateway = new EdgeGateway({ deviceId: 'device-001', cloudUrl: 'https://api.example.com/api/v1', apiKey: 'k' });
+ * await gateway.start();
+ * await gateway.sendData(new DataPoint({ sensorId: 'temp-01', value: 23.5, unit: 'celsius' }));
+ * await gateway.stop();
+ * ```
+ */
+export class EdgeGateway extends EventEmitter<GatewayEvents> {
+  #input: EdgeGatewayOptions;
+  #options: ResolvedOptions;
+  readonly #storage: Storage;
+  readonly #logger: Logger;
+  readonly #commit: GroupCommit;
+  #transport: Transport | undefined;
+  #sync: SyncManager | undefined;
+  #resolver: ConflictResolver;
+  #strategy: ConflictStrategy = 'last-write-wins';
+  #lifecycle: Lifecycle = 'created';
+  #starting: Promise<void> | undefined;
+  #stopping: Promise<void> | undefined;
+  #startedAt = 0;
+  #storageFailure: { message: string; at: Date } | undefined;
+  #cpu = { usage: process.cpuUsage(), at: performance.now() };
+
+  constructor(options: EdgeGatewayOptions) {
+    super();
+    this.#options = resolveOptions(options);
+    this.#input = { ...options };
+    this.#logger = this.#options.logger ?? silentLogger;
+    this.#storage =
+      this.#options.storage ??
+      new SqliteStorage({ path: this.#options.localDb, synchronous: this.#options.durability });
+    this.#resolver = this.#options.conflictResolver ?? lastWriteWins;
+    if (this.#options.conflictResolver) this.#strategy = 'custom';
+    this.#commit = new GroupCommit((rows, dead) => this.#commitRows(rows, dead));
+    if (this.#options.processor) {
+      DataProcessor.attach(this.#options.processor, (alert) => {
+        this.emit('alert', alert);
+      });
+    }
+  }
+
+  /** The options in force, after defaults. */
+  get options(): Readonly<Omit<ResolvedOptions, 'apiKey'>> {
+    const { apiKey: _hidden, ...visible } = this.#options;
+    return visible;
+  }
+
+  /** The conflict resolver in force for shared records. */
+  get conflictResolver(): ConflictResolver {
+    return this.#resolver;
+  }
+
+  /** The conflict strategy in force. */
+  get conflictStrategy(): ConflictStrategy {
+    return this.#strategy;
+  }
+
+  /**
+   * Opens the local database (creating or migrating it), resumes any batch left unacknowledged by a previous run,
+   * and starts the sync loop. Safe to call twice; a second call waits for the first.
+   */
+  start(): Promise<void> {
+    if (this.#lifecycle === 'stopping' || this.#lifecycle === 'stopped') {
+      return Promise.reject(new GatewayStoppedError('start'));
+    }
+    this.#starting ??= this.#start();
+    return this.#starting;
+  }
+
+  async #start(): Promise<void> {
+    this.#lifecycle = 'starting';
+    try {
+      this.#storage.open();
+    } catch (error) {
+      this.#lifecycle = 'created';
+      this.#starting = undefined;
+      throw error;
+    }
+    this.#startedAt = Date.now();
+    this.#lifecycle = 'running';
+    this.#startSync();
+    this.#logger.info(
+      { deviceId: this.#options.deviceId, replicaId: this.#storage.replicaId, pending: this.#storage.pendingCount() },
+      'edge gateway started',
+    );
+  }
+
+  #startSync(): void {
+    const transport = this.#makeTransport();
+    if (!transport) return;
+    this.#transport = transport;
+    this.#sync = new SyncManager(this.#storage, transport, this.#syncSettings(), this.#syncListener(), this.#logger);
+    this.#sync.start();
+  }
+
+  #makeTransport(): Transport | undefined {
+    const { transport, cloudUrl, apiKey, connectionTimeout } = this.#options;
+    if (transport) return transport;
+    if (!cloudUrl) return undefined;
+    return new HttpTransport({ baseUrl: cloudUrl, apiKey, timeoutMs: connectionTimeout * 1000 });
+  }
+
+  #syncSettings(): SyncSettings {
+    const o = this.#options;
+    return {
+      deviceId: o.deviceId,
+      strategy: o.syncStrategy,
+      intervalMs: o.syncInterval * 1000,
+      batchSize: o.batchSize,
+      compression: compressionSetting(o.compression),
+      maxRetryAttempts: o.maxRetryAttempts,
+      initialBackoffMs: o.initialBackoff * 1000,
+      maxBackoffMs: o.maxBackoff * 1000,
+    };
+  }
+
+  #syncListener(): SyncListener {
+    return {
+      onlineChanged: (online, reason) => {
+        this.#logger.info({ online, reason }, online ? 'cloud reachable' : 'cloud unreachable');
+        if (online) this.emit('online');
+        else this.emit('offline', { reason });
+      },
+      synced: (result) => this.emit('sync', result),
+      syncError: (event) => this.emit('sync-error', event),
+      deadLettered: (count, message) => {
+        this.#logger.warn({ count, message }, 'the cloud refused readings; they are kept in the dead letters');
+        this.emit('dropped', { reason: 'rejected-by-cloud', count, message });
+      },
+      failed: (error) => this.#backgroundError(error),
+    };
+  }
+
+  #backgroundError(error: Error): void {
+    this.#logger.error({ err: error }, error.message);
+    if (error instanceof StorageError) this.#storageFailure = { message: error.message, at: new Date() };
+    // An 'error' event without a listener would throw into the host; background failures never do.
+    if (this.listenerCount('error') > 0) this.emit('error', error);
+  }
+
+  /**
+   * Stops taking input, commits what was accepted, spends up to `stopTimeout` seconds sending the queue, then
+   * closes the transport and the database. What is not sent stays queued for the next start. Safe to call twice.
+   */
+  stop(): Promise<void> {
+    this.#stopping ??= this.#stop();
+    return this.#stopping;
+  }
+
+  async #stop(): Promise<void> {
+    const wasRunning = this.#lifecycle === 'running' || this.#lifecycle === 'starting';
+    await this.#starting?.catch(() => undefined);
+    this.#lifecycle = 'stopping';
+    if (wasRunning) {
+      this.#commit.flush();
+      const sync = this.#sync;
+      if (sync && this.#options.stopTimeout > 0 && this.#storage.pendingCount() > 0 && sync.state.isOnline) {
+        await sync.syncNow(AbortSignal.timeout(this.#options.stopTimeout * 1000)).catch(() => undefined);
+      }
+      await sync?.stop();
+      await this.#transport?.close().catch((error: unknown) => this.#backgroundError(error as Error));
+      this.#storage.close();
+    }
+    this.#lifecycle = 'stopped';
+    this.#logger.info({ deviceId: this.#options.deviceId }, 'edge gateway stopped');
+  }
+
+  #inputError(method: string): Error | undefined {
+    if (this.#lifecycle === 'running') return undefined;
+    return this.#lifecycle === 'stopping' || this.#lifecycle === 'stopped'
+      ? new GatewayStoppedError(method)
+      : new NotStartedError(method);
+  }
+
+  #commitRows(rows: OutboxInsert[], dead: DeadLetterInsert[]): void {
+    try {
+      this.#storage.append(rows, dead);
+    } catch (error) {
+      this.#backgroundError(error as Error);
+      throw error;
+    }
+    this.#storageFailure = undefined;
+    if (rows.length > 0) this.#sync?.noteIntake();
+  }
+
+  #checkRoom(incoming: number): QueueFullError | undefined {
+    const limit = this.#options.maxOfflineQueueSize;
+    if (this.#storage.pendingCount() + this.#commit.size + incoming <= limit) return undefined;
+    const error = new QueueFullError(limit, incoming);
+    this.emit('dropped', { reason: 'queue-full', count: incoming, message: error.message });
+    return error;
+  }
+
+  /**
+   * Stores one reading durably and queues it for the cloud. Resolves `true` once it is committed to disk, or
+   * `false` when the processor dropped it (or failed on it: then it is kept in the dead letters). Rejects with
+   * `ValidationError` (nothing stored), `QueueFullError`, or `GatewayStoppedError`.
+   */
+  sendData(point: DataPoint | DataPointInput): Promise<boolean> {
+    const refused = this.#inputError('sendData');
+    if (refused) return Promise.reject(refused);
+    let normalized: NormalizedPoint;
+    try {
+      normalized = normalizePoint(point);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    if (this.#options.processor) return this.#process([normalized]).then((n) => n > 0);
+    const full = this.#checkRoom(1);
+    if (full) return Promise.reject(full);
+    return this.#commit.add(rowOf(normalized));
+  }
+
+  /**
+   * Stores many readings in one transaction: all of them, or, when any is invalid, none (the
+   * `ValidationError` lists every problem with its index). Resolves with how many readings were stored.
+   */
+  sendBatch(points: readonly (DataPoint | DataPointInput)[]): Promise<number> {
+    const refused = this.#inputError('sendBatch');
+    if (refused) return Promise.reject(refused);
+    if (!Array.isArray(points)) {
+      return Promise.reject(new ValidationError([{ field: '(batch)', message: 'expected an array of readings' }]));
+    }
+    const issues: ValidationIssue[] = [];
+    const normalized: NormalizedPoint[] = [];
+    const now = Date.now();
+    for (let i = 0; i < points.length; i++) {
+      const point = checkPoint(points[i], issues, i, now);
+      if (point) normalized.push(point);
+    }
+    if (issues.length > 0) return Promise.reject(new ValidationError(issues));
+    if (normalized.length === 0) return Promise.resolve(0);
+    if (this.#options.processor) return this.#process(normalized);
+    const full = this.#checkRoom(normalized.length);
+    if (full) return Promise.reject(full);
+    return this.#commit.addAll(normalized.map(rowOf)).then(() => normalized.length);
+  }
+
+  async #process(points: readonly NormalizedPoint[]): Promise<number> {
+    const processor = this.#options.processor as Processor;
+    const rows: OutboxInsert[] = [];
+    const failures: DeadLetterInsert[] = [];
+    await Promise.all(
+      points.map(async (point) => {
+        try {
+          const result = await DataProcessor.run(processor, toDataPoint(point));
+          for (const row of rowsFromResult(result, point)) rows.push(row);
+        } catch (error) {
+          failures.push({
+            ...rowOf(point),
+            seq: null,
+            reason: (error as Error).message ?? String(error),
+            source: processorName(processor),
+          });
+        }
+      }),
+    );
+    let kept: Promise<true> | undefined;
+    if (failures.length > 0) {
+      const message = `processor ${processorName(processor)} failed on ${failures.length} reading(s): ${failures[0]?.reason}`;
+      this.emit('dropped', { reason: 'processor-failed', count: failures.length, message });
+      this.#backgroundError(new Error(message));
+      for (const dead of failures) kept = this.#commit.addDeadLetter(dead);
+      kept?.catch(() => undefined); // awaited below when it is all there is; else shared with the rows' commit
+    }
+    if (rows.length === 0) {
+      await kept;
+      return 0;
+    }
+    const full = this.#checkRoom(rows.length);
+    if (full) throw full;
+    await this.#commit.addAll(rows);
+    return rows.length;
+  }
+
+  /**
+   * Syncs now, whatever the schedule or backoff says, after committing what is waiting. Resolves with what the
+   * cycle did; failures are in the result and the `sync-error` event, not thrown.
+   */
+  async forceSync(): Promise<SyncResult> {
+    const refused = this.#inputError('forceSync');
+    if (refused) throw refused;
+    this.#commit.flush();
+    if (!this.#sync) return emptyResult(this.#storage.pendingCount());
+    return this.#sync.syncNow();
+  }
+
+  /** A snapshot of the gateway's state. */
+  getStatus(): GatewayStatus {
+    const sync = this.#sync?.state;
+    const open = this.#lifecycle === 'running';
+    return {
+      deviceId: this.#options.deviceId,
+      replicaId: open ? this.#storage.replicaId : '',
+      isOnline: sync?.isOnline ?? false,
+      pendingSyncCount: open ? this.#storage.pendingCount() + this.#commit.size : 0,
+      lastSyncTime: sync?.lastSyncTime ?? null,
+      failedSyncCount: sync?.failedSyncCount ?? 0,
+      deadLetterCount: open ? this.#storage.deadLetterCount() : 0,
+      lastError: sync?.lastError ?? null,
+      authRefused: sync?.authRefused ?? false,
+      clockSkewMs: sync?.clockSkewMs ?? null,
+      nextSyncAt: sync?.nextSyncAt ?? null,
+      syncStrategy: this.#options.syncStrategy,
+      running: open,
+    };
+  }
+
+  /**
+   * Whether the gateway is doing its job, with reasons when it is not: `unhealthy` when it cannot store or
+   * forward at all (stopped, local database failing, API key refused), `degraded` when it works with a problem
+   * (cloud unreachable with readings queued, online but nothing acknowledged for a while, queue nearly full).
+   */
+  healthCheck(): HealthStatus {
+    const status = this.getStatus();
+    const reasons: string[] = [];
+    let level: HealthStatus['status'] = 'healthy';
+    const degrade = (reason: string) => {
+      reasons.push(reason);
+      if (level === 'healthy') level = 'degraded';
+    };
+    const fail = (reason: string) => {
+      reasons.push(reason);
+      level = 'unhealthy';
+    };
+    const pending = status.pendingSyncCount;
+    if (!status.running) fail(`the gateway is ${this.#lifecycle}`);
+    if (this.#storageFailure) fail(`the local database refused a write: ${this.#storageFailure.message}`);
+    if (status.authRefused) fail('the cloud refuses the API key: nothing is being forwarded');
+    else if (this.#sync && status.running && pending > 0) {
+      const stallMs = Math.max(3 * this.#options.syncInterval * 1000, 60_000);
+      const since = status.lastSyncTime?.getTime() ?? this.#startedAt;
+      if (!status.isOnline) degrade(`the cloud is unreachable; ${pending} reading(s) queued`);
+      else if (Date.now() - since > stallMs) {
+        degrade(
+          `online, but nothing acknowledged for ${Math.round((Date.now() - since) / 1000)} s while ${pending} reading(s) wait`,
+        );
+      }
+    }
+    const limit = this.#options.maxOfflineQueueSize;
+    if (pending >= 0.9 * limit) degrade(`the offline queue is ${Math.floor((100 * pending) / limit)}% full`);
+
+    const now = performance.now();
+    const usage = process.cpuUsage(this.#cpu.usage);
+    const elapsedUs = Math.max(1, (now - this.#cpu.at) * 1000);
+    this.#cpu = { usage: process.cpuUsage(), at: now };
+    return {
+      status: level,
+      deviceId: status.deviceId,
+      isOnline: status.isOnline,
+      pendingSyncCount: pending,
+      lastSync: status.lastSyncTime,
+      uptimeSeconds: status.running ? Math.round((Date.now() - this.#startedAt) / 1000) : 0,
+      localStorageMb: status.running ? round1(this.#storage.sizeBytes() / 1048576) : 0,
+      cpuPercent: round1((100 * (usage.user + usage.system)) / elapsedUs),
+      memoryMb: round1(process.memoryUsage.rss() / 1048576),
+      reasons,
+    };
+  }
+
+  /**
+   * Changes options at run time, validated as in the constructor. `localDb`, `storage` and `durability` cannot
+   * change after `start()`. A new `cloudUrl`, `apiKey`, `connectionTimeout` or `transport` takes effect at the
+   * next request, and clears an API-key refusal.
+   */
+  configure(options: Partial<EdgeGatewayOptions>): void {
+    const merged = { ...this.#input, ...options };
+    const next = resolveOptions(merged);
+    if (this.#lifecycle !== 'created') {
+      const changed = FIXED_AFTER_START.filter((key) => key in options && options[key] !== this.#input[key]);
+      if (changed.length > 0) {
+        throw new ConfigError(changed.map((key) => `The "${key}" option cannot change after start()`));
+      }
+    }
+    const previous = this.#options;
+    this.#input = merged;
+    this.#options = next;
+    if (this.#lifecycle !== 'running') return;
+    const transportChanged =
+      next.transport !== previous.transport ||
+      next.cloudUrl !== previous.cloudUrl ||
+      next.apiKey !== previous.apiKey ||
+      next.connectionTimeout !== previous.connectionTimeout;
+    if (!this.#sync) {
+      this.#startSync();
+      return;
+    }
+    const transport = transportChanged ? this.#makeTransport() : undefined;
+    if (transportChanged && !transport) {
+      // The cloud was configured away: stop syncing; the queue waits for a new cloudUrl.
+      const sync = this.#sync;
+      this.#sync = undefined;
+      void sync.stop();
+      return;
+    }
+    this.#sync.update(this.#syncSettings());
+    if (transport) {
+      const old = this.#transport;
+      this.#transport = transport;
+      this.#sync.replaceTransport(transport);
+      if (old && old !== transport) void old.close().catch(() => undefined);
+    }
+  }
+
+  /** Turns gzip compression of batches on, at `level` 1 (fastest) to 9 (smallest). Batches already sealed keep their bytes. */
+  enableCompression(options: { level?: number } = {}): void {
+    this.configure({ compression: { level: options.level ?? 6 } });
+  }
+
+  /** Chooses how conflicts on shared records are resolved. `custom` needs {@link setConflictResolver}. */
+  setConflictResolutionStrategy(strategy: ConflictStrategy): void {
+    if (strategy === 'custom') {
+      if (this.#strategy !== 'custom') {
+        throw new ConfigError(['The "custom" conflict strategy needs a resolver: call setConflictResolver(fn)']);
+      }
+      return;
+    }
+    if (!['last-write-wins', 'cloud-wins', 'edge-wins'].includes(strategy)) {
+      throw new ConfigError([
+        `Expected a conflict strategy of last-write-wins, cloud-wins, edge-wins or custom, got ${JSON.stringify(strategy)}`,
+      ]);
+    }
+    this.#strategy = strategy;
+    this.#resolver = resolverFor(strategy);
+  }
+
+  /** Sets a custom conflict resolver (and the `custom` strategy). */
+  setConflictResolver(resolver: ConflictResolver['resolve'] | ConflictResolver): void {
+    this.#resolver = typeof resolver === 'function' ? { resolve: resolver } : resolver;
+    this.#strategy = 'custom';
+  }
+
+  /** The most recent dead letters (readings refused for good, with the reason), newest first. */
+  getDeadLetters(limit = 100): DeadLetter[] {
+    const refused = this.#inputError('getDeadLetters');
+    if (refused) throw refused;
+    return this.#storage.deadLetters(limit);
+  }
+}
+
+const round1 = (n: number) => Math.round(n * 10) / 10;
+
+const processorName = (processor: Processor) => processor.name ?? processor.constructor?.name ?? 'processor';
+
+const isReading = (value: unknown): value is DataPoint | DataPointInput =>
+  value instanceof DataPoint ||
+  (typeof value === 'object' &&
+    value !== null &&
+    typeof (value as { sensorId?: unknown }).sensorId === 'string' &&
+    typeof (value as { value?: unknown }).value === 'number');
+
+// What a processor returned, as outbox rows; throws (so the reading goes to the dead letters) when unusable.
+function rowsFromResult(result: ProcessResult, source: NormalizedPoint): OutboxInsert[] {
+  if (result === null || result === undefined) return [];
+  const items = Array.isArray(result) ? result : [result];
+  return items.map((item: unknown) => {
+    if (isReading(item)) return rowOf(normalizePoint(item, source.ts));
+    if (typeof item !== 'object' || item === null) {
+      throw new TypeError(`the processor returned ${typeof item}; expected a DataPoint, an object, an array or null`);
+    }
+    const payload = JSON.stringify(item);
+    if (payload.length > MAX_PAYLOAD_BYTES) {
+      throw new RangeError(
+        `the processor returned ${payload.length} bytes of JSON; at most ${MAX_PAYLOAD_BYTES} are kept`,
+      );
+    }
+    return {
+      kind: 'processed',
+      sensorId: source.sensorId,
+      ts: source.ts,
+      value: null,
+      unit: null,
+      tags: source.tags,
+      payload,
+    };
+  });
+}

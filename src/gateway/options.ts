@@ -1,0 +1,174 @@
+import { z } from 'zod';
+import { ConfigError } from '../errors.js';
+import type { Logger } from '../logger.js';
+import type { Processor } from '../processing/processor.js';
+import type { Storage } from '../storage/storage.js';
+import type { CompressionSetting } from '../sync/batch-codec.js';
+import type { ConflictResolver } from '../sync/conflict-resolver.js';
+import type { SyncStrategy } from '../sync/sync-manager.js';
+import type { Transport } from '../transport/transport.js';
+
+/** Options of {@link EdgeGateway}. Durations are in seconds, as in the `.env` file. */
+export interface EdgeGatewayOptions {
+  /** Identifies this device to the cloud; 1 to 256 characters. */
+  deviceId: string;
+  /**
+   * Base URL of the cloud API, e.g. `https://cloud.example.com/api/v1`. Without it the gateway stores and
+   * processes locally and syncs nothing.
+   */
+  cloudUrl?: string | undefined;
+  /** Sent as `Authorization: Bearer <apiKey>`. */
+  apiKey?: string | undefined;
+  /** Path of the SQLite database file. @default './data/edge_gateway.db' */
+  localDb?: string;
+  /**
+   * When to sync. `adaptive` shortens its interval while syncs succeed, backs off while they fail and syncs
+   * sooner as the queue grows; `fixed-interval` syncs every `syncInterval`; `on-change` syncs shortly after each
+   * intake (debounced 50 ms).
+   * @default 'adaptive'
+   */
+  syncStrategy?: SyncStrategy;
+  /** Seconds between syncs (the adaptive strategy's starting point, and its idle probe interval). @default 60 */
+  syncInterval?: number;
+  /** Readings per batch sent to the cloud, 1 to 10000. @default 100 */
+  batchSize?: number;
+  /** gzip batch bodies; `true` means level 6. @default true */
+  compression?: boolean | { level: number };
+  /**
+   * Most readings kept waiting for the cloud. When full, `sendData()` rejects with `QueueFullError` and the
+   * refusal is counted and emitted as `dropped`. @default 1000000
+   */
+  maxOfflineQueueSize?: number;
+  /** Seconds allowed for one request to the cloud. @default 30 */
+  connectionTimeout?: number;
+  /**
+   * Attempts to send a batch in one sync cycle before the gateway waits its longest interval (`maxBackoff`).
+   * Nothing is ever dropped because attempts ran out. @default 5
+   */
+  maxRetryAttempts?: number;
+  /** Ceiling of the first retry delay, in seconds; later retries double it (with full jitter). @default 1 */
+  initialBackoff?: number;
+  /** The longest wait between sync attempts, in seconds. @default 300 */
+  maxBackoff?: number;
+  /**
+   * `full`: each commit is fsync'd, so a power cut loses nothing accepted. `normal`: faster, and safe against a
+   * process crash, but a power cut may lose the last commits. @default 'full'
+   */
+  durability?: 'full' | 'normal';
+  /** Seconds `stop()` may spend sending what is queued before it closes. @default 5 */
+  stopTimeout?: number;
+  /** Transforms each reading before it is stored. */
+  processor?: Processor | undefined;
+  /** Replaces the SQLite storage (then `localDb` and `durability` are not used). */
+  storage?: Storage | undefined;
+  /** Replaces the HTTP transport (then `cloudUrl`, `apiKey` and `connectionTimeout` are not used). */
+  transport?: Transport | undefined;
+  /** Chooses between edge and cloud versions of shared records. @default last-write-wins */
+  conflictResolver?: ConflictResolver | undefined;
+  /** A pino-compatible logger. @default silent */
+  logger?: Logger | undefined;
+}
+
+const hasMethods =
+  (...methods: string[]) =>
+  (value: unknown) =>
+    typeof value === 'object' &&
+    value !== null &&
+    methods.every((m) => typeof (value as Record<string, unknown>)[m] === 'function');
+
+const seconds = (max: number) => z.number().positive().max(max);
+
+export const optionsSchema = z.strictObject({
+  deviceId: z.string().min(1).max(256),
+  cloudUrl: z.url({ protocol: /^https?$/ }).optional(),
+  apiKey: z.string().min(1).optional(),
+  localDb: z.string().min(1).default('./data/edge_gateway.db'),
+  syncStrategy: z.enum(['adaptive', 'fixed-interval', 'on-change']).default('adaptive'),
+  syncInterval: seconds(86_400).default(60),
+  batchSize: z.number().int().min(1).max(10_000).default(100),
+  compression: z.union([z.boolean(), z.strictObject({ level: z.number().int().min(1).max(9) })]).default(true),
+  maxOfflineQueueSize: z.number().int().positive().default(1_000_000),
+  connectionTimeout: seconds(3600).default(30),
+  maxRetryAttempts: z.number().int().min(1).max(1000).default(5),
+  initialBackoff: seconds(3600).default(1),
+  maxBackoff: seconds(86_400).default(300),
+  durability: z.enum(['full', 'normal']).default('full'),
+  stopTimeout: z.number().nonnegative().max(3600).default(5),
+  processor: z.custom<Processor>(hasMethods('process'), 'expected an object with a process() method').optional(),
+  storage: z.custom<Storage>(hasMethods('open', 'append', 'sealNext'), 'expected a Storage').optional(),
+  transport: z.custom<Transport>(hasMethods('sendBatch', 'ping', 'close'), 'expected a Transport').optional(),
+  conflictResolver: z.custom<ConflictResolver>(hasMethods('resolve'), 'expected an object with resolve()').optional(),
+  logger: z
+    .custom<Logger>(hasMethods('debug', 'info', 'warn', 'error'), 'expected a pino-compatible logger')
+    .optional(),
+});
+
+/** Options after defaults, as the gateway uses them. @internal */
+export type ResolvedOptions = z.output<typeof optionsSchema>;
+
+const describeValue = (value: unknown): string => {
+  if (value === undefined) return 'undefined';
+  if (typeof value === 'function') return 'a function';
+  try {
+    const json = JSON.stringify(value);
+    return json.length > 60 ? `${json.slice(0, 60)}…` : json;
+  } catch {
+    return typeof value;
+  }
+};
+
+function editDistance(a: string, b: string): number {
+  const row = Array.from({ length: b.length + 1 }, (_, i) => i);
+  for (let i = 1; i <= a.length; i++) {
+    let previous = row[0] as number;
+    row[0] = i;
+    for (let j = 1; j <= b.length; j++) {
+      const current = row[j] as number;
+      row[j] = Math.min(
+        current + 1,
+        (row[j - 1] as number) + 1,
+        previous + (a[i - 1]?.toLowerCase() === b[j - 1]?.toLowerCase() ? 0 : 1),
+      );
+      previous = current;
+    }
+  }
+  return row[b.length] as number;
+}
+
+const KNOWN = Object.keys(optionsSchema.shape);
+
+function suggest(key: string): string {
+  const best = KNOWN.map((k) => [k, editDistance(key, k)] as const).sort((x, y) => x[1] - y[1])[0];
+  return best && best[1] <= 3 ? `; did you mean "${best[0]}"?` : '';
+}
+
+/** Validates options and applies defaults; throws {@link ConfigError} naming each bad option. @internal */
+export function resolveOptions(input: unknown): ResolvedOptions {
+  const parsed = optionsSchema.safeParse(input);
+  if (parsed.success) {
+    if (parsed.data.maxBackoff < parsed.data.initialBackoff) {
+      throw new ConfigError([
+        `Expected the "maxBackoff" option (${parsed.data.maxBackoff}) to be at least "initialBackoff" (${parsed.data.initialBackoff})`,
+      ]);
+    }
+    return parsed.data;
+  }
+  const record = (typeof input === 'object' && input !== null ? input : {}) as Record<string, unknown>;
+  const issues = parsed.error.issues.flatMap((issue) => {
+    if (issue.code === 'unrecognized_keys') {
+      return issue.keys.map((key) => `Misspelled option "${key}"${suggest(key)}`);
+    }
+    const name = issue.path.map(String).join('.') || '(options)';
+    const top = issue.path[0];
+    const value = typeof top === 'string' ? record[top] : input;
+    return [`Expected the "${name}" option to be valid: ${issue.message} (got ${describeValue(value)})`];
+  });
+  throw new ConfigError(issues, { cause: parsed.error });
+}
+
+/** The compression setting as the codec takes it. @internal */
+export function compressionSetting(option: ResolvedOptions['compression']): CompressionSetting {
+  if (option === false) return false;
+  if (option === true) return { level: 6 };
+  return { level: option.level as 1 | 2 | 3 | 4 | 5 | 6 | 7 | 8 | 9 };
+}

@@ -1,0 +1,72 @@
+import type { Alert } from '../processing/processor.js';
+import type { SyncErrorEvent, SyncResult } from '../sync/sync-result.js';
+
+/** A snapshot of the gateway, from {@link EdgeGateway.getStatus}. */
+export interface GatewayStatus {
+  deviceId: string;
+  /** UUID of the local database; sequence numbers are scoped to it. Empty before `start()`. */
+  replicaId: string;
+  /** `true` when the last attempt to reach the cloud got an answer (any answer but a 5xx). */
+  isOnline: boolean;
+  /** Readings accepted and not yet acknowledged by the cloud. */
+  pendingSyncCount: number;
+  /** When the cloud last acknowledged a batch. */
+  lastSyncTime: Date | null;
+  /** Failed attempts to send since start. */
+  failedSyncCount: number;
+  /** Readings the cloud refused for good, kept in the dead-letter table. */
+  deadLetterCount: number;
+  /** The last sync failure, if any. */
+  lastError: (SyncErrorEvent & { at: Date }) | null;
+  /** The cloud refused the API key on the last attempt. */
+  authRefused: boolean;
+  /** Server time minus local time at the last answer, in ms; null before one. */
+  clockSkewMs: number | null;
+  /** When the next sync cycle is due, if one is scheduled. */
+  nextSyncAt: Date | null;
+  syncStrategy: string;
+  running: boolean;
+}
+
+/** Health, from {@link EdgeGateway.healthCheck}. */
+export interface HealthStatus {
+  /** `healthy`, `degraded` (working, with a problem to look at) or `unhealthy` (not doing its job). */
+  status: 'healthy' | 'degraded' | 'unhealthy';
+  deviceId: string;
+  isOnline: boolean;
+  pendingSyncCount: number;
+  lastSync: Date | null;
+  uptimeSeconds: number;
+  localStorageMb: number;
+  /** CPU used by this process since the previous health check, as a percentage of one core. */
+  cpuPercent: number;
+  /** Resident memory of this process. */
+  memoryMb: number;
+  /** Why the status is not `healthy`, one sentence each. */
+  reasons: string[];
+}
+
+/** What a `dropped` event reports: readings that will not reach the cloud, and why. */
+export interface DroppedEvent {
+  reason: 'queue-full' | 'rejected-by-cloud' | 'processor-failed';
+  count: number;
+  message: string;
+}
+
+/** The events of {@link EdgeGateway}. */
+export interface GatewayEvents {
+  /** The cloud answered after being unreachable. */
+  online: () => void;
+  /** The cloud could not be reached. */
+  offline: (info: { reason: string }) => void;
+  /** A sync cycle acknowledged readings. */
+  sync: (result: SyncResult) => void;
+  /** An attempt to sync failed; the gateway will retry unless told otherwise. */
+  'sync-error': (event: SyncErrorEvent) => void;
+  /** Readings will not reach the cloud: refused on intake, refused by the cloud, or failed in a processor. */
+  dropped: (event: DroppedEvent) => void;
+  /** A processor raised an alert. */
+  alert: (alert: Alert) => void;
+  /** A background failure; the gateway carries on. */
+  error: (error: Error) => void;
+}

@@ -1,0 +1,41 @@
+/**
+ * edge-gateway: an offline-first edge gateway for Node.js. Readings are stored durably in SQLite before they are
+ * acknowledged, processed at the edge, and forwarded to the cloud in compressed, exactly-once batches.
+ *
+ * @packageDocumentation
+ */
+
+export type { EdgeGatewayErrorCode, ValidationIssue } from './errors.js';
+export {
+  ConfigError,
+  EdgeGatewayError,
+  GatewayStoppedError,
+  isConfigError,
+  isEdgeGatewayError,
+  isGatewayStoppedError,
+  isNotStartedError,
+  isQueueFullError,
+  isStorageError,
+  isValidationError,
+  NotStartedError,
+  QueueFullError,
+  StorageError,
+  ValidationError,
+} from './errors.js';
+export { EdgeGateway } from './gateway/edge-gateway.js';
+export type { EdgeGatewayOptions } from './gateway/options.js';
+export type { DroppedEvent, GatewayEvents, GatewayStatus, HealthStatus } from './gateway/status.js';
+export type { Logger } from './logger.js';
+export type { DataPointInput, Tags, TimestampInput } from './model/data-point.js';
+export { DATA_POINT_LIMITS, DataPoint } from './model/data-point.js';
+export type { Alert, AlertInput, Processor, ProcessResult } from './processing/processor.js';
+export { DataProcessor } from './processing/processor.js';
+export type { SqliteStorageOptions } from './storage/sqlite-storage.js';
+export { SqliteStorage } from './storage/sqlite-storage.js';
+export type { DeadLetter, OutboxRow, SealedBatch, Storage } from './storage/storage.js';
+export type { ConflictResolver, ConflictStrategy, Resolution, SyncRecord } from './sync/conflict-resolver.js';
+export type { SyncStrategy } from './sync/sync-manager.js';
+export type { SyncErrorCode, SyncErrorEvent, SyncResult } from './sync/sync-result.js';
+export type { HttpTransportOptions } from './transport/http-transport.js';
+export { HttpTransport } from './transport/http-transport.js';
+export type { OutgoingBatch, PingResult, RetryableCode, SendResult, Transport } from './transport/transport.js';

@@ -1,0 +1,426 @@
+import type { Logger } from '../logger.js';
+import type { SealedBatch, Storage } from '../storage/storage.js';
+import type { SendResult, Transport } from '../transport/transport.js';
+import { backoffDelay, sleep } from './backoff.js';
+import { type CompressionSetting, encodeBatch } from './batch-codec.js';
+import type { SyncErrorCode, SyncErrorEvent, SyncResult } from './sync-result.js';
+
+/** How the gateway decides when to sync. */
+export type SyncStrategy = 'adaptive' | 'fixed-interval' | 'on-change';
+
+/** Settings of the sync loop, all in ms where they are durations. */
+export interface SyncSettings {
+  deviceId: string;
+  strategy: SyncStrategy;
+  intervalMs: number;
+  batchSize: number;
+  compression: CompressionSetting;
+  maxRetryAttempts: number;
+  initialBackoffMs: number;
+  maxBackoffMs: number;
+}
+
+/** What the sync loop tells the gateway. */
+export interface SyncListener {
+  onlineChanged(online: boolean, reason: string): void;
+  synced(result: SyncResult): void;
+  syncError(event: SyncErrorEvent): void;
+  deadLettered(count: number, reason: string): void;
+  /** An unexpected failure of the loop itself, e.g. the local database refused a write. */
+  failed(error: Error): void;
+}
+
+/** State of the sync loop, for status and health. */
+export interface SyncState {
+  isOnline: boolean;
+  lastSyncTime: Date | null;
+  lastAttemptTime: Date | null;
+  failedSyncCount: number;
+  consecutiveFailures: number;
+  authRefused: boolean;
+  lastError: (SyncErrorEvent & { at: Date }) | null;
+  clockSkewMs: number | null;
+  nextSyncAt: Date | null;
+}
+
+/** Debounce of the on-change strategy: intake within this window goes out in one cycle. */
+export const ON_CHANGE_DEBOUNCE_MS = 50;
+/** Shortest interval the adaptive strategy shrinks to. */
+export const ADAPTIVE_MIN_INTERVAL_MS = 1000;
+/** A cycle stops after this many batches and yields; the next cycle starts at once. */
+const MAX_BATCHES_PER_CYCLE = 1000;
+
+type CycleEnd = 'drained' | 'yielded' | 'failed' | 'unauthorized' | 'aborted';
+
+const retryableCode = (code: string): SyncErrorCode =>
+  code === 'timeout' ? 'TIMEOUT' : code === 'throttled' ? 'THROTTLED' : code === 'server' ? 'SERVER_ERROR' : 'NETWORK';
+
+/**
+ * Moves sealed batches from storage through the transport, one batch in flight, oldest first. A batch is sealed
+ * once and resent byte for byte until acknowledged; rows leave storage only on acknowledgement. Retries back off
+ * with full jitter; after `maxRetryAttempts` failures in a cycle the loop waits its longest interval. Data is never
+ * dropped because a retry budget ran out.
+ */
+export class SyncManager {
+  readonly #storage: Storage;
+  readonly #listener: SyncListener;
+  readonly #logger: Logger;
+  #transport: Transport;
+  #settings: SyncSettings;
+  #controller = new AbortController();
+  #timer: NodeJS.Timeout | undefined;
+  #cycle: Promise<SyncResult> | undefined;
+  #adaptiveMs: number;
+  #sealLimit: number;
+  #backingOff = false;
+  readonly #state: SyncState = {
+    isOnline: false,
+    lastSyncTime: null,
+    lastAttemptTime: null,
+    failedSyncCount: 0,
+    consecutiveFailures: 0,
+    authRefused: false,
+    lastError: null,
+    clockSkewMs: null,
+    nextSyncAt: null,
+  };
+
+  constructor(storage: Storage, transport: Transport, settings: SyncSettings, listener: SyncListener, logger: Logger) {
+    this.#storage = storage;
+    this.#transport = transport;
+    this.#settings = settings;
+    this.#listener = listener;
+    this.#logger = logger;
+    this.#adaptiveMs = settings.intervalMs;
+    this.#sealLimit = settings.batchSize;
+  }
+
+  get state(): Readonly<SyncState> {
+    return this.#state;
+  }
+
+  get transport(): Transport {
+    return this.#transport;
+  }
+
+  /** Starts the loop; the first cycle runs at once, to drain what was queued before a restart. */
+  start(): void {
+    this.#controller = new AbortController();
+    this.#schedule(0, true);
+  }
+
+  /** Stops the loop, aborting a request in flight (its batch stays sealed and is resent after restart). */
+  async stop(): Promise<void> {
+    this.#clearTimer();
+    this.#controller.abort(new Error('sync stopped'));
+    await this.#cycle?.catch(() => undefined);
+  }
+
+  update(settings: SyncSettings, transport?: Transport): void {
+    const intervalChanged =
+      settings.intervalMs !== this.#settings.intervalMs || settings.strategy !== this.#settings.strategy;
+    this.#settings = settings;
+    if (transport) this.#transport = transport;
+    this.#sealLimit = Math.min(this.#sealLimit, settings.batchSize);
+    if (intervalChanged) {
+      this.#adaptiveMs = settings.intervalMs;
+      if (!this.#backingOff) this.#schedule(this.#idleDelay(), true);
+    }
+  }
+
+  /** A new transport (new credentials or URL): clears an auth refusal and tries again soon. */
+  replaceTransport(transport: Transport): void {
+    this.#transport = transport;
+    this.#state.authRefused = false;
+    this.#backingOff = false;
+    this.#schedule(0, true);
+  }
+
+  /** Called after readings were committed: the on-change and adaptive strategies may sync sooner. */
+  noteIntake(): void {
+    if (this.#backingOff || this.#controller.signal.aborted) return;
+    const { strategy, batchSize } = this.#settings;
+    if (strategy === 'on-change') this.#schedule(ON_CHANGE_DEBOUNCE_MS, false);
+    else if (strategy === 'adaptive') {
+      this.#schedule(this.#storage.pendingCount() >= batchSize ? 0 : this.#adaptiveMs, false);
+    }
+  }
+
+  /** Runs a cycle now, after the one in flight, whatever the schedule or backoff says. */
+  async syncNow(signal?: AbortSignal): Promise<SyncResult> {
+    while (this.#cycle) await this.#cycle.catch(() => undefined);
+    this.#clearTimer();
+    return this.#run(signal);
+  }
+
+  #clearTimer(): void {
+    if (this.#timer) clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.#state.nextSyncAt = null;
+  }
+
+  // Moves the next cycle to `delayMs` from now; unless `force`, only ever earlier than what is scheduled.
+  #schedule(delayMs: number, force: boolean): void {
+    if (this.#controller.signal.aborted) return;
+    const at = Date.now() + delayMs;
+    if (!force && this.#state.nextSyncAt && this.#state.nextSyncAt.getTime() <= at) return;
+    if (this.#cycle && !force) return; // the running cycle drains what arrived; the next is scheduled after it
+    this.#clearTimer();
+    this.#state.nextSyncAt = new Date(at);
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined;
+      this.#state.nextSyncAt = null;
+      if (this.#cycle) return;
+      this.#run().catch(() => undefined); // reported through the listener by #run
+    }, delayMs);
+    this.#timer.unref();
+  }
+
+  #idleDelay(): number {
+    const { strategy, intervalMs, batchSize } = this.#settings;
+    const pending = this.#storage.pendingCount();
+    if (strategy === 'fixed-interval') return intervalMs;
+    if (strategy === 'on-change') return pending > 0 ? ON_CHANGE_DEBOUNCE_MS : intervalMs;
+    if (pending === 0) return intervalMs;
+    // Adaptive: the fuller the queue, the sooner.
+    return Math.round(this.#adaptiveMs / Math.min(8, 1 + Math.floor(pending / batchSize)));
+  }
+
+  async #run(signal?: AbortSignal): Promise<SyncResult> {
+    const combined = signal ? AbortSignal.any([this.#controller.signal, signal]) : this.#controller.signal;
+    const cycle = this.#cycleOnce(combined);
+    const settled = cycle.then((r) => r.result);
+    settled.catch(() => undefined);
+    this.#cycle = settled;
+    try {
+      const { result, end } = await cycle;
+      this.#afterCycle(end);
+      return result;
+    } catch (error) {
+      // A storage failure mid-cycle: nothing was lost (every step is one transaction); try again later.
+      this.#listener.failed(error as Error);
+      this.#afterCycle('failed');
+      throw error;
+    } finally {
+      this.#cycle = undefined;
+    }
+  }
+
+  #afterCycle(end: CycleEnd): void {
+    const { maxBackoffMs, intervalMs } = this.#settings;
+    switch (end) {
+      case 'aborted':
+        if (!this.#controller.signal.aborted) this.#schedule(this.#idleDelay(), true);
+        return;
+      case 'yielded':
+        this.#schedule(0, true);
+        return;
+      case 'drained':
+        this.#backingOff = false;
+        this.#adaptiveMs = Math.max(Math.min(ADAPTIVE_MIN_INTERVAL_MS, intervalMs), this.#adaptiveMs / 2);
+        this.#schedule(this.#idleDelay(), true);
+        return;
+      default:
+        // Out of attempts, or refused credentials: wait the longest interval, jittered so a fleet spreads out.
+        this.#backingOff = true;
+        this.#adaptiveMs = Math.min(maxBackoffMs, this.#adaptiveMs * 2);
+        this.#schedule(Math.round(maxBackoffMs * (0.5 + Math.random() * 0.5)), true);
+    }
+  }
+
+  #setOnline(online: boolean, reason: string): void {
+    if (this.#state.isOnline === online) return;
+    this.#state.isOnline = online;
+    this.#listener.onlineChanged(online, reason);
+  }
+
+  #noteServerTime(serverTime: string | undefined): void {
+    if (!serverTime) return;
+    const server = Date.parse(serverTime);
+    if (!Number.isNaN(server)) this.#state.clockSkewMs = server - Date.now();
+  }
+
+  #fail(event: SyncErrorEvent): void {
+    this.#state.failedSyncCount++;
+    this.#state.lastError = { ...event, at: new Date() };
+    this.#logger.warn({ ...event }, 'sync failed');
+    this.#listener.syncError(event);
+  }
+
+  #nextBatch(): SealedBatch | undefined {
+    const { deviceId, compression } = this.#settings;
+    const header = { deviceId, replicaId: this.#storage.replicaId };
+    return (
+      this.#storage.oldestBatch() ??
+      this.#storage.sealNext(this.#sealLimit, (batchNo, rows) => encodeBatch(header, batchNo, rows, compression))
+    );
+  }
+
+  async #cycleOnce(signal: AbortSignal): Promise<{ result: SyncResult; end: CycleEnd }> {
+    const started = Date.now();
+    const result: SyncResult = {
+      sent: 0,
+      acknowledged: 0,
+      duplicates: 0,
+      failed: 0,
+      deadLettered: 0,
+      remaining: 0,
+      durationMs: 0,
+    };
+    const finish = (end: CycleEnd) => {
+      result.remaining = this.#storage.pendingCount();
+      result.durationMs = Date.now() - started;
+      if (result.acknowledged > 0 || result.deadLettered > 0) this.#listener.synced({ ...result });
+      return { result, end };
+    };
+    let attempts = 0;
+    let conflicts = 0;
+    for (let batches = 0; batches < MAX_BATCHES_PER_CYCLE; batches++) {
+      if (signal.aborted) return finish('aborted');
+      const batch = this.#nextBatch();
+      if (!batch) {
+        if (result.sent === 0) await this.#probe(signal);
+        return finish(signal.aborted ? 'aborted' : 'drained');
+      }
+      this.#state.lastAttemptTime = new Date();
+      result.sent += batch.count;
+      let outcome: SendResult;
+      try {
+        outcome = await this.#transport.sendBatch(
+          {
+            replicaId: this.#storage.replicaId,
+            batchNo: batch.batchNo,
+            count: batch.count,
+            body: batch.body,
+            contentType: batch.contentType,
+            contentEncoding: batch.contentEncoding,
+            idempotencyKey: `${this.#storage.replicaId}:${batch.batchNo}`,
+          },
+          signal,
+        );
+      } catch (error) {
+        if (signal.aborted) {
+          result.failed += batch.count;
+          return finish('aborted');
+        }
+        // A transport that throws breaks its contract; treat it as a network failure so that nothing stalls.
+        outcome = { status: 'retryable', code: 'network', message: (error as Error).message };
+      }
+
+      switch (outcome.status) {
+        case 'acknowledged': {
+          this.#storage.acknowledge(batch.batchNo);
+          this.#noteServerTime(outcome.ack.serverTime);
+          this.#setOnline(true, 'batch acknowledged');
+          this.#state.lastSyncTime = new Date();
+          this.#state.consecutiveFailures = 0;
+          this.#state.authRefused = false;
+          this.#sealLimit = Math.min(this.#settings.batchSize, this.#sealLimit * 2);
+          attempts = 0;
+          result.acknowledged += batch.count;
+          result.duplicates += outcome.replayed ? batch.count : Math.min(batch.count, outcome.ack.duplicates);
+          continue;
+        }
+        case 'rejected': {
+          this.#setOnline(true, 'cloud answered');
+          const moved = this.#isolate(batch, outcome.rejected, outcome.message);
+          result.deadLettered += moved;
+          this.#fail({
+            code: 'REJECTED',
+            message: outcome.message,
+            httpStatus: outcome.httpStatus,
+            batchNo: batch.batchNo,
+          });
+          continue;
+        }
+        case 'conflict': {
+          this.#setOnline(true, 'cloud answered');
+          // The key was used for other bytes (a restored database?): reseal these rows under a new number.
+          this.#storage.unseal(batch.batchNo, new Map(), 'cloud');
+          this.#fail({ code: 'BATCH_KEY_CONFLICT', message: outcome.message, httpStatus: 409, batchNo: batch.batchNo });
+          if (++conflicts > 3) return finish('failed');
+          continue;
+        }
+        case 'unauthorized': {
+          this.#setOnline(true, 'cloud answered');
+          this.#state.authRefused = true;
+          this.#state.consecutiveFailures++;
+          result.failed += batch.count;
+          this.#storage.recordAttempt(batch.batchNo);
+          this.#fail({
+            code: 'AUTH_REFUSED',
+            message: `the cloud refused the API key (HTTP ${outcome.httpStatus}): ${outcome.message}`,
+            httpStatus: outcome.httpStatus,
+            batchNo: batch.batchNo,
+            retryInMs: this.#settings.maxBackoffMs,
+          });
+          return finish('unauthorized');
+        }
+        case 'retryable': {
+          result.failed += batch.count;
+          this.#storage.recordAttempt(batch.batchNo);
+          this.#state.consecutiveFailures++;
+          attempts++;
+          if (outcome.code !== 'throttled') this.#setOnline(false, outcome.message);
+          const exhausted = attempts >= this.#settings.maxRetryAttempts;
+          const delay = exhausted
+            ? this.#settings.maxBackoffMs
+            : backoffDelay(
+                attempts,
+                { initialMs: this.#settings.initialBackoffMs, maxMs: this.#settings.maxBackoffMs },
+                outcome.retryAfterMs,
+              );
+          this.#fail({
+            code: retryableCode(outcome.code),
+            message: outcome.message,
+            batchNo: batch.batchNo,
+            retryInMs: delay,
+            ...(outcome.httpStatus === undefined ? {} : { httpStatus: outcome.httpStatus }),
+          });
+          if (exhausted) return finish('failed');
+          try {
+            await sleep(delay, signal);
+          } catch {
+            return finish('aborted');
+          }
+          continue;
+        }
+      }
+    }
+    return finish('yielded');
+  }
+
+  // Sets aside what the cloud refused: the named readings, or, when it did not name them, halves the batch until
+  // the refused reading stands alone. Returns how many readings went to the dead letters.
+  #isolate(
+    batch: SealedBatch,
+    rejected: readonly { seq: number; reason: string }[] | undefined,
+    message: string,
+  ): number {
+    const named = new Map<number, string>();
+    for (const { seq, reason } of rejected ?? []) {
+      if (seq >= batch.firstSeq && seq <= batch.lastSeq) named.set(seq, reason);
+    }
+    if (named.size === 0 && batch.count === 1) named.set(batch.firstSeq, message);
+    const moved = this.#storage.unseal(batch.batchNo, named, 'cloud');
+    if (moved === 0) {
+      this.#sealLimit = Math.max(1, Math.floor(batch.count / 2));
+      return 0;
+    }
+    this.#sealLimit = this.#settings.batchSize;
+    this.#listener.deadLettered(moved, message);
+    return moved;
+  }
+
+  async #probe(signal: AbortSignal): Promise<void> {
+    try {
+      const ping = await this.#transport.ping(signal);
+      if (ping.reachable) {
+        this.#noteServerTime(ping.serverTime);
+        this.#setOnline(true, 'cloud answered');
+      } else this.#setOnline(false, ping.message);
+    } catch (error) {
+      if (!signal.aborted) this.#setOnline(false, (error as Error).message);
+    }
+  }
+}

@@ -1,0 +1,124 @@
+import ky, { type KyInstance } from 'ky';
+import { batchAckSchema, errorBodySchema } from '../model/wire.js';
+import { parseRetryAfter } from './retry-after.js';
+import type { OutgoingBatch, PingResult, SendResult, Transport } from './transport.js';
+
+/** Options of {@link HttpTransport}. */
+export interface HttpTransportOptions {
+  /** Base URL of the cloud API, e.g. `https://cloud.example.com/api/v1`. */
+  baseUrl: string;
+  /** Sent as `Authorization: Bearer <apiKey>`. */
+  apiKey?: string | undefined;
+  /** Time allowed for one request, from connecting to the last byte of the answer, in ms. @default 30000 */
+  timeoutMs?: number;
+}
+
+const describeError = (error: unknown): { code: 'timeout' | 'network'; message: string } => {
+  const err = error as Error & { cause?: { code?: string; message?: string } };
+  if (err.name === 'TimeoutError') return { code: 'timeout', message: 'request timed out' };
+  const cause = err.cause?.code ?? err.cause?.message;
+  return { code: 'network', message: cause ? `${err.message} (${cause})` : err.message };
+};
+
+/**
+ * The default {@link Transport}: HTTP(S) with ky. ky's own retry is off: the gateway owns retries, because they
+ * must survive restarts.
+ */
+export class HttpTransport implements Transport {
+  readonly #http: KyInstance;
+
+  constructor(options: HttpTransportOptions) {
+    const prefixUrl = options.baseUrl.endsWith('/') ? options.baseUrl : `${options.baseUrl}/`;
+    this.#http = ky.create({
+      prefixUrl,
+      timeout: options.timeoutMs ?? 30_000,
+      retry: 0,
+      throwHttpErrors: false,
+      headers: options.apiKey ? { authorization: `Bearer ${options.apiKey}` } : {},
+    });
+  }
+
+  async sendBatch(batch: OutgoingBatch, signal?: AbortSignal): Promise<SendResult> {
+    const headers: Record<string, string> = {
+      'content-type': batch.contentType,
+      'idempotency-key': batch.idempotencyKey,
+    };
+    if (batch.contentEncoding) headers['content-encoding'] = batch.contentEncoding;
+    let response: Response;
+    let text: string;
+    try {
+      response = await this.#http.post('telemetry/batches', { body: batch.body, headers, signal });
+      text = await response.text();
+    } catch (error) {
+      if (signal?.aborted) throw error;
+      return { status: 'retryable', ...describeError(error) };
+    }
+    return interpret(response, text);
+  }
+
+  async ping(signal?: AbortSignal): Promise<PingResult> {
+    try {
+      const response = await this.#http.get('health', { signal });
+      const body = (await response.json().catch(() => ({}))) as { serverTime?: unknown };
+      if (response.status >= 500) return { reachable: false, message: `HTTP ${response.status}` };
+      return typeof body.serverTime === 'string'
+        ? { reachable: true, serverTime: body.serverTime }
+        : { reachable: true };
+    } catch (error) {
+      if (signal?.aborted) throw error;
+      return { reachable: false, message: describeError(error).message };
+    }
+  }
+
+  async close(): Promise<void> {
+    // fetch keeps no per-instance connection pool to release; nothing to do.
+  }
+}
+
+function parseJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}
+
+/** Maps an HTTP answer to a {@link SendResult}. @internal */
+export function interpret(response: Response, text: string): SendResult {
+  const { status } = response;
+  const json = parseJson(text);
+  if (status === 200 || status === 201) {
+    const ack = batchAckSchema.safeParse(json);
+    if (ack.success) {
+      return {
+        status: 'acknowledged',
+        ack: ack.data,
+        replayed: response.headers.get('idempotent-replayed') === 'true',
+      };
+    }
+    return {
+      status: 'retryable',
+      code: 'server',
+      httpStatus: status,
+      message: 'the cloud answered with a body that is not an acknowledgement',
+    };
+  }
+  const error = errorBodySchema.safeParse(json);
+  const message = error.success ? `${error.data.error}: ${error.data.message ?? ''}`.trim() : `HTTP ${status}`;
+  if (status === 401 || status === 403) return { status: 'unauthorized', httpStatus: status, message };
+  if (status === 409) return { status: 'conflict', message };
+  if (status === 400 || status === 413 || status === 422) {
+    const rejected = error.success ? error.data.rejected : undefined;
+    return rejected
+      ? { status: 'rejected', httpStatus: status, message, rejected }
+      : { status: 'rejected', httpStatus: status, message };
+  }
+  const retryAfterMs = parseRetryAfter(response.headers.get('retry-after'));
+  return {
+    status: 'retryable',
+    code: status === 429 ? 'throttled' : 'server',
+    httpStatus: status,
+    message,
+    ...(retryAfterMs === undefined ? {} : { retryAfterMs }),
+  };
+}

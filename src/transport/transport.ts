@@ -1,0 +1,61 @@
+import type { BatchAck, RejectedPoint } from '../model/wire.js';
+
+/**
+ * The `Transport` contract: moving sealed batches to the cloud. Expected outcomes (the cloud is down, refuses
+ * the key, refuses a reading) come back as a tagged {@link SendResult}; a transport throws only on misuse.
+ */
+
+/** A sealed batch as handed to a transport. Its bytes are the same on every attempt. */
+export interface OutgoingBatch {
+  readonly replicaId: string;
+  readonly batchNo: number;
+  readonly count: number;
+  readonly body: Uint8Array;
+  readonly contentType: string;
+  /** `gzip`, or null. */
+  readonly contentEncoding: string | null;
+  /** `{replicaId}:{batchNo}`: the server stores its answer under it and replays it. */
+  readonly idempotencyKey: string;
+}
+
+/** Why a send may succeed if tried again later. */
+export type RetryableCode = 'network' | 'timeout' | 'server' | 'throttled';
+
+/** The outcome of one attempt to send one batch. */
+export type SendResult =
+  /** Stored, or already stored (`replayed`: the answer to an earlier attempt was lost). Remove the batch locally. */
+  | { readonly status: 'acknowledged'; readonly ack: BatchAck; readonly replayed: boolean }
+  /** Not stored; try the same bytes again later, not before `retryAfterMs` when given. */
+  | {
+      readonly status: 'retryable';
+      readonly code: RetryableCode;
+      readonly message: string;
+      readonly httpStatus?: number;
+      readonly retryAfterMs?: number;
+    }
+  /** The cloud refused the batch's content (400, 413, 422). `rejected` names the readings at fault, if known. */
+  | {
+      readonly status: 'rejected';
+      readonly httpStatus: number;
+      readonly message: string;
+      readonly rejected?: readonly RejectedPoint[];
+    }
+  /** The idempotency key was already used for other bytes (409). */
+  | { readonly status: 'conflict'; readonly message: string }
+  /** The cloud refused the credentials (401, 403). */
+  | { readonly status: 'unauthorized'; readonly httpStatus: number; readonly message: string };
+
+/** The outcome of a liveness probe. */
+export type PingResult =
+  | { readonly reachable: true; readonly serverTime?: string }
+  | { readonly reachable: false; readonly message: string };
+
+/** Moves batches to the cloud. {@link HttpTransport} is the default. */
+export interface Transport {
+  /** Sends one sealed batch. Never throws for a network or server failure: returns a {@link SendResult}. */
+  sendBatch(batch: OutgoingBatch, signal?: AbortSignal): Promise<SendResult>;
+  /** Checks that the cloud answers, when there is nothing to send. */
+  ping(signal?: AbortSignal): Promise<PingResult>;
+  /** Releases connections. Safe to call twice. */
+  close(): Promise<void>;
+}
