@@ -85,6 +85,7 @@ export class CloudServer {
   readonly #options: Required<Omit<CloudServerOptions, 'store' | 'validatePoint'>> &
     Pick<CloudServerOptions, 'validatePoint'>;
   readonly #keys: Buffer[];
+  #port = 0;
   #closing: Promise<void> | undefined;
 
   private constructor(options: CloudServerOptions, store: CloudStore) {
@@ -115,15 +116,17 @@ export class CloudServer {
       server.#server.once('error', reject);
       server.#server.listen(server.#options.port, server.#options.host, () => {
         server.#server.off('error', reject);
+        // Kept, so that `port` and `url` still answer after close(), e.g. to listen again on the same port.
+        server.#port = (server.#server.address() as AddressInfo).port;
         resolve();
       });
     });
     return server;
   }
 
-  /** The port it listens on. */
+  /** The port it listens on (or listened on, once closed). */
   get port(): number {
-    return (this.#server.address() as AddressInfo).port;
+    return this.#port;
   }
 
   /** The API base URL, e.g. `http://127.0.0.1:41234/api/v1`. */

@@ -218,7 +218,7 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
     if (wasRunning) {
       this.#commit.flush();
       const sync = this.#sync;
-      if (sync && this.#options.stopTimeout > 0 && this.#storage.pendingCount() > 0 && sync.state.isOnline) {
+      if (sync && this.#options.stopTimeout > 0 && this.#storage.pendingCount() > 0) {
         await sync.syncNow(AbortSignal.timeout(this.#options.stopTimeout * 1000)).catch(() => undefined);
       }
       await sync?.stop();

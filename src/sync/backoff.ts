@@ -19,7 +19,8 @@ export function backoffDelay(
 ): number {
   const ceiling = Math.min(bounds.maxMs, bounds.initialMs * 2 ** Math.max(0, attempt - 1));
   const jittered = Math.round(random() * ceiling);
-  return retryAfterMs === undefined ? jittered : Math.max(jittered, Math.min(retryAfterMs, bounds.maxMs * 4));
+  // Retry-After is already capped (at one hour) where it is parsed; capping it again here would break the floor.
+  return retryAfterMs === undefined ? jittered : Math.max(jittered, retryAfterMs);
 }
 
 /** Resolves after `ms`, or rejects with the signal's reason when it aborts first. The timer does not hold the process. */

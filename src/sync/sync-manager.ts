@@ -50,7 +50,7 @@ export const ADAPTIVE_MIN_INTERVAL_MS = 1000;
 /** A cycle stops after this many batches and yields; the next cycle starts at once. */
 const MAX_BATCHES_PER_CYCLE = 1000;
 
-type CycleEnd = 'drained' | 'yielded' | 'failed' | 'unauthorized' | 'aborted';
+type CycleEnd = 'drained' | 'yielded' | 'failed' | 'unauthorized' | 'aborted' | 'interrupted';
 
 const retryableCode = (code: string): SyncErrorCode =>
   code === 'timeout' ? 'TIMEOUT' : code === 'throttled' ? 'THROTTLED' : code === 'server' ? 'SERVER_ERROR' : 'NETWORK';
@@ -68,11 +68,17 @@ export class SyncManager {
   #transport: Transport;
   #settings: SyncSettings;
   #controller = new AbortController();
+  // Cuts short a backoff sleep inside a cycle, when forceSync() wants the floor now.
+  #wake = new AbortController();
   #timer: NodeJS.Timeout | undefined;
   #cycle: Promise<SyncResult> | undefined;
   #adaptiveMs: number;
   #sealLimit: number;
   #backingOff = false;
+  // False until the first answer or failure: the first failure is news ('offline') even though isOnline starts false.
+  #reachabilityKnown = false;
+  // The server's Retry-After on the failure that ended a cycle: the next cycle waits at least this long.
+  #retryAfterFloorMs = 0;
   readonly #state: SyncState = {
     isOnline: false,
     lastSyncTime: null,
@@ -119,9 +125,11 @@ export class SyncManager {
   update(settings: SyncSettings, transport?: Transport): void {
     const intervalChanged =
       settings.intervalMs !== this.#settings.intervalMs || settings.strategy !== this.#settings.strategy;
+    const bisecting = this.#sealLimit < this.#settings.batchSize;
     this.#settings = settings;
     if (transport) this.#transport = transport;
-    this.#sealLimit = Math.min(this.#sealLimit, settings.batchSize);
+    // A new batch size applies at once, unless a refused batch is being halved (then it applies when that ends).
+    this.#sealLimit = bisecting ? Math.min(this.#sealLimit, settings.batchSize) : settings.batchSize;
     if (intervalChanged) {
       this.#adaptiveMs = settings.intervalMs;
       if (!this.#backingOff) this.#schedule(this.#idleDelay(), true);
@@ -146,11 +154,17 @@ export class SyncManager {
     }
   }
 
-  /** Runs a cycle now, after the one in flight, whatever the schedule or backoff says. */
+  /**
+   * Runs a cycle now, whatever the schedule or backoff says: a cycle sleeping in backoff is cut short, one with
+   * a request in flight is awaited. The forced cycle tries each batch once and does not sleep: on a failure it
+   * returns, and the loop's schedule takes over again.
+   */
   async syncNow(signal?: AbortSignal): Promise<SyncResult> {
+    this.#wake.abort();
+    this.#wake = new AbortController();
     while (this.#cycle) await this.#cycle.catch(() => undefined);
     this.#clearTimer();
-    return this.#run(signal);
+    return this.#run(signal, false);
   }
 
   #clearTimer(): void {
@@ -171,7 +185,7 @@ export class SyncManager {
       this.#timer = undefined;
       this.#state.nextSyncAt = null;
       if (this.#cycle) return;
-      this.#run().catch(() => undefined); // reported through the listener by #run
+      this.#run(undefined, true).catch(() => undefined); // reported through the listener by #run
     }, delayMs);
     this.#timer.unref();
   }
@@ -186,9 +200,9 @@ export class SyncManager {
     return Math.round(this.#adaptiveMs / Math.min(8, 1 + Math.floor(pending / batchSize)));
   }
 
-  async #run(signal?: AbortSignal): Promise<SyncResult> {
+  async #run(signal: AbortSignal | undefined, patient: boolean): Promise<SyncResult> {
     const combined = signal ? AbortSignal.any([this.#controller.signal, signal]) : this.#controller.signal;
-    const cycle = this.#cycleOnce(combined);
+    const cycle = this.#cycleOnce(combined, patient);
     const settled = cycle.then((r) => r.result);
     settled.catch(() => undefined);
     this.#cycle = settled;
@@ -209,6 +223,8 @@ export class SyncManager {
   #afterCycle(end: CycleEnd): void {
     const { maxBackoffMs, intervalMs } = this.#settings;
     switch (end) {
+      case 'interrupted':
+        return; // syncNow() runs next, and schedules after itself
       case 'aborted':
         if (!this.#controller.signal.aborted) this.#schedule(this.#idleDelay(), true);
         return;
@@ -220,16 +236,25 @@ export class SyncManager {
         this.#adaptiveMs = Math.max(Math.min(ADAPTIVE_MIN_INTERVAL_MS, intervalMs), this.#adaptiveMs / 2);
         this.#schedule(this.#idleDelay(), true);
         return;
-      default:
-        // Out of attempts, or refused credentials: wait the longest interval, jittered so a fleet spreads out.
+      default: {
         this.#backingOff = true;
         this.#adaptiveMs = Math.min(maxBackoffMs, this.#adaptiveMs * 2);
-        this.#schedule(Math.round(maxBackoffMs * (0.5 + Math.random() * 0.5)), true);
+        const failures = this.#state.consecutiveFailures;
+        // Out of attempts, or refused credentials: the longest interval, jittered so that a fleet spreads out.
+        // After a forced cycle's single failure: the backoff its failure count calls for.
+        const delay =
+          end === 'unauthorized' || failures >= this.#settings.maxRetryAttempts
+            ? Math.round(maxBackoffMs * (0.5 + Math.random() * 0.5))
+            : backoffDelay(failures, this.#backoffBounds());
+        this.#schedule(Math.max(delay, this.#retryAfterFloorMs), true);
+        this.#retryAfterFloorMs = 0;
+      }
     }
   }
 
   #setOnline(online: boolean, reason: string): void {
-    if (this.#state.isOnline === online) return;
+    if (this.#reachabilityKnown && this.#state.isOnline === online) return;
+    this.#reachabilityKnown = true;
     this.#state.isOnline = online;
     this.#listener.onlineChanged(online, reason);
   }
@@ -256,7 +281,11 @@ export class SyncManager {
     );
   }
 
-  async #cycleOnce(signal: AbortSignal): Promise<{ result: SyncResult; end: CycleEnd }> {
+  #backoffBounds() {
+    return { initialMs: this.#settings.initialBackoffMs, maxMs: this.#settings.maxBackoffMs };
+  }
+
+  async #cycleOnce(signal: AbortSignal, patient: boolean): Promise<{ result: SyncResult; end: CycleEnd }> {
     const started = Date.now();
     const result: SyncResult = {
       sent: 0,
@@ -363,13 +392,10 @@ export class SyncManager {
           attempts++;
           if (outcome.code !== 'throttled') this.#setOnline(false, outcome.message);
           const exhausted = attempts >= this.#settings.maxRetryAttempts;
+          if (exhausted || !patient) this.#retryAfterFloorMs = outcome.retryAfterMs ?? 0;
           const delay = exhausted
-            ? this.#settings.maxBackoffMs
-            : backoffDelay(
-                attempts,
-                { initialMs: this.#settings.initialBackoffMs, maxMs: this.#settings.maxBackoffMs },
-                outcome.retryAfterMs,
-              );
+            ? Math.max(this.#settings.maxBackoffMs, outcome.retryAfterMs ?? 0)
+            : backoffDelay(attempts, this.#backoffBounds(), outcome.retryAfterMs);
           this.#fail({
             code: retryableCode(outcome.code),
             message: outcome.message,
@@ -377,11 +403,11 @@ export class SyncManager {
             retryInMs: delay,
             ...(outcome.httpStatus === undefined ? {} : { httpStatus: outcome.httpStatus }),
           });
-          if (exhausted) return finish('failed');
+          if (exhausted || !patient) return finish('failed');
           try {
-            await sleep(delay, signal);
+            await sleep(delay, AbortSignal.any([signal, this.#wake.signal]));
           } catch {
-            return finish('aborted');
+            return finish(signal.aborted ? 'aborted' : 'interrupted');
           }
           continue;
         }

@@ -1,0 +1,88 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { gatewayOptionsFrom, ignoredVariables, loadEnv, parseEnvConfig } from '../../src/cli/env-config.js';
+import { isConfigError } from '../../src/index.js';
+
+const root = join(import.meta.dirname, '..', '..');
+let dir: string | undefined;
+afterEach(() => {
+  if (dir) rmSync(dir, { recursive: true, force: true });
+  dir = undefined;
+});
+
+describe('CLI configuration', () => {
+  it('reads every variable of the shipped .env.example', () => {
+    const config = parseEnvConfig(loadEnv(join(root, '.env.example'), {}));
+    expect(config).toMatchObject({
+      DEVICE_ID: 'edge-gateway-001',
+      LOCAL_DB_PATH: './data/edge_gateway.db',
+      SYNC_INTERVAL_SECONDS: 60,
+      MAX_OFFLINE_QUEUE_SIZE: 10000,
+      CLOUD_API_URL: 'https://your-cloud-backend.com/api/v1',
+      CONNECTION_TIMEOUT_SECONDS: 30,
+      MAX_RETRY_ATTEMPTS: 5,
+      COMPRESSION_ENABLED: true,
+      BATCH_SIZE: 100,
+      LOG_LEVEL: 'info',
+    });
+    expect(gatewayOptionsFrom(config)).toEqual({
+      deviceId: 'edge-gateway-001',
+      localDb: './data/edge_gateway.db',
+      cloudUrl: 'https://your-cloud-backend.com/api/v1',
+      apiKey: 'your-api-key-here',
+      syncInterval: 60,
+      maxOfflineQueueSize: 10000,
+      connectionTimeout: 30,
+      maxRetryAttempts: 5,
+      batchSize: 100,
+    });
+  });
+
+  it('lets the environment win over the file', () => {
+    dir = mkdtempSync(join(tmpdir(), 'edge-gateway-env-'));
+    const file = join(dir, '.env');
+    writeFileSync(file, 'DEVICE_ID=from-file\nBATCH_SIZE=10\n');
+    const config = parseEnvConfig(loadEnv(file, { DEVICE_ID: 'from-env' }));
+    expect(config.DEVICE_ID).toBe('from-env');
+    expect(config.BATCH_SIZE).toBe(10);
+  });
+
+  it('works without a .env file', () => {
+    expect(parseEnvConfig(loadEnv('/nonexistent/.env', { DEVICE_ID: 'd' })).DEVICE_ID).toBe('d');
+  });
+
+  it('names every bad variable and its value', () => {
+    let caught: unknown;
+    try {
+      parseEnvConfig({ DEVICE_ID: 'd', BATCH_SIZE: 'lots', COMPRESSION_ENABLED: 'maybe', CLOUD_API_URL: 'ftp://x' });
+    } catch (error) {
+      caught = error;
+    }
+    expect(isConfigError(caught)).toBe(true);
+    const message = (caught as Error).message;
+    expect(message).toContain('BATCH_SIZE');
+    expect(message).toContain('"lots"');
+    expect(message).toContain('COMPRESSION_ENABLED');
+    expect(message).toContain('CLOUD_API_URL');
+  });
+
+  it('refuses a missing DEVICE_ID', () => {
+    expect(() => parseEnvConfig({})).toThrow(/DEVICE_ID/);
+  });
+
+  it('turns compression off, or sets its level', () => {
+    expect(gatewayOptionsFrom(parseEnvConfig({ DEVICE_ID: 'd', COMPRESSION_ENABLED: 'false' })).compression).toBe(
+      false,
+    );
+    expect(gatewayOptionsFrom(parseEnvConfig({ DEVICE_ID: 'd', COMPRESSION_LEVEL: '9' })).compression).toEqual({
+      level: 9,
+    });
+  });
+
+  it('reports the variables of features not built yet, so none is ignored silently', () => {
+    const config = parseEnvConfig({ DEVICE_ID: 'd', DATA_RETENTION_DAYS: '7', WORKER_THREADS: '2' });
+    expect(ignoredVariables(config)).toEqual(['DATA_RETENTION_DAYS', 'WORKER_THREADS']);
+  });
+});

@@ -1,0 +1,92 @@
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startCloudServer, type ThrowawayCloud } from '../src/testing/index.js';
+
+const root = join(import.meta.dirname, '..');
+
+/** Runs an example as a user would (tsx resolves `edge-gateway` to src/ through tsconfig paths). */
+function runExample(name: string, env: Record<string, string>): Promise<{ code: number | null; output: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', join('examples', name)], {
+      cwd: root,
+      env: { ...process.env, ...env },
+    });
+    let output = '';
+    child.stdout.on('data', (chunk) => {
+      output += chunk;
+    });
+    child.stderr.on('data', (chunk) => {
+      output += chunk;
+    });
+    const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      resolve({ code, output });
+    });
+  });
+}
+
+describe('examples/', () => {
+  let cloud: ThrowawayCloud;
+  let dir: string;
+  beforeAll(async () => {
+    cloud = await startCloudServer();
+    dir = mkdtempSync(join(tmpdir(), 'edge-gateway-examples-'));
+  });
+  afterAll(async () => {
+    await cloud.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('has an example for each test below', () => {
+    expect(readdirSync(join(root, 'examples')).sort()).toEqual([
+      'basic-usage.ts',
+      'custom-processing.ts',
+      'monitoring.ts',
+    ]);
+  });
+
+  const env = (name: string) => ({
+    CLOUD_API_URL: cloud.url,
+    CLOUD_API_KEY: cloud.apiKey,
+    LOCAL_DB_PATH: join(dir, `${name}.db`),
+  });
+
+  it('basic-usage delivers its reading to the cloud by the time stop() resolves', async () => {
+    const before = (await cloud.points('device-001')).length;
+    const { code, output } = await runExample('basic-usage.ts', env('basic'));
+    expect(output).toContain('queue size: 1');
+    expect(code).toBe(0);
+    const points = await cloud.points('device-001');
+    expect(points.length - before).toBe(1);
+    expect(points.at(-1)).toMatchObject({
+      sensorId: 'temp-01',
+      value: 23.5,
+      unit: 'celsius',
+      tags: { location: 'warehouse-A' },
+    });
+  });
+
+  it('custom-processing raises an alert and forwards processed data', async () => {
+    const before = (await cloud.points('device-001')).length;
+    const { code, output } = await runExample('custom-processing.ts', env('custom'));
+    expect(code).toBe(0);
+    expect(output).toContain('alert (warning) from pressure-07: High value detected: 180');
+    const points = (await cloud.points('device-001')).slice(before);
+    expect(points.map((p) => p.data)).toEqual([
+      expect.objectContaining({ original: 42, normalized: 0.42 }),
+      expect.objectContaining({ original: 180, normalized: 1.8 }),
+    ]);
+  });
+
+  it('monitoring prints status and health after a forced sync', async () => {
+    const { code, output } = await runExample('monitoring.ts', env('monitoring'));
+    expect(code).toBe(0);
+    expect(output).toContain('forceSync: acknowledged 3, remaining 0');
+    expect(output).toContain('Online: true');
+    expect(output).toContain('Status: healthy');
+  });
+});
