@@ -23,7 +23,7 @@ export {
   ValidationError,
 } from './errors.js';
 export { EdgeGateway } from './gateway/edge-gateway.js';
-export type { EdgeGatewayOptions } from './gateway/options.js';
+export type { EdgeGatewayOptions, ResolvedOptions } from './gateway/options.js';
 export type { DroppedEvent, GatewayEvents, GatewayStatus, HealthStatus } from './gateway/status.js';
 export type { Logger } from './logger.js';
 export type { DataPointInput, Tags, TimestampInput } from './model/data-point.js';
@@ -32,7 +32,16 @@ export type { Alert, AlertInput, Processor, ProcessResult } from './processing/p
 export { DataProcessor } from './processing/processor.js';
 export type { SqliteStorageOptions } from './storage/sqlite-storage.js';
 export { SqliteStorage } from './storage/sqlite-storage.js';
-export type { DeadLetter, OutboxRow, SealedBatch, Storage } from './storage/storage.js';
+export type {
+  DeadLetter,
+  DeadLetterInsert,
+  OutboxInsert,
+  OutboxKind,
+  OutboxRow,
+  SealedBatch,
+  SealInput,
+  Storage,
+} from './storage/storage.js';
 export type { ConflictResolver, ConflictStrategy, Resolution, SyncRecord } from './sync/conflict-resolver.js';
 export type { SyncStrategy } from './sync/sync-manager.js';
 export type { SyncErrorCode, SyncErrorEvent, SyncResult } from './sync/sync-result.js';

@@ -16,3 +16,4 @@ export type {
   TelemetryStats,
 } from './cloud-store.js';
 export { SqliteCloudStore } from './sqlite-cloud-store.js';
+export { batchEnvelopeSchema, wirePointSchema } from '../model/wire.js';

@@ -103,7 +103,7 @@ export const optionsSchema = z.strictObject({
     .optional(),
 });
 
-/** Options after defaults, as the gateway uses them. @internal */
+/** Options after defaults, as the gateway uses them (see `EdgeGateway.options`). */
 export type ResolvedOptions = z.output<typeof optionsSchema>;
 
 const describeValue = (value: unknown): string => {
