@@ -41,9 +41,8 @@ export interface DeadLetter extends DeadLetterInsert {
   createdAt: number;
 }
 
-/** A sealed batch: its bytes never change until the cloud acknowledges it, so every retry is byte-identical. */
-export interface SealedBatch {
-  batchNo: number;
+/** A batch's encoded form, as the codec makes it for sealing. */
+export interface SealInput {
   firstSeq: number;
   lastSeq: number;
   /** Rows in the batch (the range may have gaps where rows went to the dead letters). */
@@ -54,19 +53,13 @@ export interface SealedBatch {
   contentEncoding: string | null;
   /** sha-256 of the uncompressed body, hex. */
   hash: string;
-  /** How many times it was sent without an acknowledgement. */
-  attempts: number;
 }
 
-/** What sealing needs besides the rows. */
-export interface SealInput {
-  firstSeq: number;
-  lastSeq: number;
-  count: number;
-  body: Uint8Array;
-  contentType: string;
-  contentEncoding: string | null;
-  hash: string;
+/** A sealed batch: its bytes never change until the cloud acknowledges it, so every retry is byte-identical. */
+export interface SealedBatch extends SealInput {
+  batchNo: number;
+  /** How many times it was sent without an acknowledgement. */
+  attempts: number;
 }
 
 /** Where the gateway keeps everything. {@link SqliteStorage} is the default. */
