@@ -5,6 +5,7 @@
  */
 
 export type { BatchAck, BatchEnvelope, ErrorBody, RejectedPoint, WirePoint } from '../model/wire.js';
+export { batchEnvelopeSchema, wirePointSchema } from '../model/wire.js';
 export type { CloudServerOptions } from './cloud-server.js';
 export { CloudServer } from './cloud-server.js';
 export type {
@@ -16,4 +17,3 @@ export type {
   TelemetryStats,
 } from './cloud-store.js';
 export { SqliteCloudStore } from './sqlite-cloud-store.js';
-export { batchEnvelopeSchema, wirePointSchema } from '../model/wire.js';

@@ -83,6 +83,8 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
   #stopping: Promise<void> | undefined;
   #startedAt = 0;
   #storageFailure: { message: string; at: Date } | undefined;
+  /** sendData/sendBatch calls still in the processor. */
+  readonly #processing = new Set<Promise<unknown>>();
   #cpu = { usage: process.cpuUsage(), at: performance.now() };
 
   constructor(options: EdgeGatewayOptions) {
@@ -207,22 +209,33 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
    * closes the transport and the database. What is not sent stays queued for the next start. Safe to call twice.
    */
   stop(): Promise<void> {
-    this.#stopping ??= this.#stop();
+    if (!this.#stopping) {
+      const wasRunning = this.#lifecycle === 'running' || this.#lifecycle === 'starting';
+      // At once, not after an await: input that arrives once stop() was called is refused, not half-taken.
+      this.#lifecycle = 'stopping';
+      this.#stopping = this.#stop(wasRunning);
+    }
     return this.#stopping;
   }
 
-  async #stop(): Promise<void> {
-    const wasRunning = this.#lifecycle === 'running' || this.#lifecycle === 'starting';
+  async #stop(wasRunning: boolean): Promise<void> {
     await this.#starting?.catch(() => undefined);
-    this.#lifecycle = 'stopping';
     if (wasRunning) {
+      const deadline = AbortSignal.timeout(this.#options.stopTimeout * 1000);
+      // Readings handed over before stop() and still in the processor were accepted: let them land, within the
+      // deadline, rather than fail on a closed database.
+      if (this.#processing.size > 0 && !deadline.aborted) {
+        const expired = new Promise((resolve) => deadline.addEventListener('abort', resolve, { once: true }));
+        await Promise.race([Promise.allSettled(this.#processing), expired]);
+      }
       this.#commit.flush();
       const sync = this.#sync;
-      if (sync && this.#options.stopTimeout > 0 && this.#storage.pendingCount() > 0) {
-        await sync.syncNow(AbortSignal.timeout(this.#options.stopTimeout * 1000)).catch(() => undefined);
+      if (sync && this.#options.stopTimeout > 0 && this.#storage.pendingCount() > 0 && !deadline.aborted) {
+        await sync.syncNow(deadline).catch(() => undefined);
       }
       await sync?.stop();
       await this.#transport?.close().catch((error: unknown) => this.#backgroundError(error as Error));
+      this.#commit.flush(); // what a processor finished meanwhile
       this.#storage.close();
     }
     this.#lifecycle = 'stopped';
@@ -269,7 +282,7 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
     } catch (error) {
       return Promise.reject(error);
     }
-    if (this.#options.processor) return this.#process([normalized]).then((n) => n > 0);
+    if (this.#options.processor) return this.#tracked(this.#process([normalized], 'sendData')).then((n) => n > 0);
     const full = this.#checkRoom(1);
     if (full) return Promise.reject(full);
     return this.#commit.add(rowOf(normalized));
@@ -294,13 +307,20 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
     }
     if (issues.length > 0) return Promise.reject(new ValidationError(issues));
     if (normalized.length === 0) return Promise.resolve(0);
-    if (this.#options.processor) return this.#process(normalized);
+    if (this.#options.processor) return this.#tracked(this.#process(normalized, 'sendBatch'));
     const full = this.#checkRoom(normalized.length);
     if (full) return Promise.reject(full);
     return this.#commit.addAll(normalized.map(rowOf)).then(() => normalized.length);
   }
 
-  async #process(points: readonly NormalizedPoint[]): Promise<number> {
+  #tracked<T>(work: Promise<T>): Promise<T> {
+    this.#processing.add(work);
+    const done = () => this.#processing.delete(work);
+    work.then(done, done);
+    return work;
+  }
+
+  async #process(points: readonly NormalizedPoint[], method: string): Promise<number> {
     const processor = this.#options.processor as Processor;
     const rows: OutboxInsert[] = [];
     const failures: DeadLetterInsert[] = [];
@@ -319,6 +339,8 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
         }
       }),
     );
+    // stop() waited for this reading up to its deadline and closed the database: nothing of it was stored.
+    if (this.#lifecycle === 'stopped') throw new GatewayStoppedError(method);
     let kept: Promise<true> | undefined;
     if (failures.length > 0) {
       const message = `processor ${processorName(processor)} failed on ${failures.length} reading(s): ${failures[0]?.reason}`;

@@ -55,6 +55,12 @@ type CycleEnd = 'drained' | 'yielded' | 'failed' | 'unauthorized' | 'aborted' | 
 const retryableCode = (code: string): SyncErrorCode =>
   code === 'timeout' ? 'TIMEOUT' : code === 'throttled' ? 'THROTTLED' : code === 'server' ? 'SERVER_ERROR' : 'NETWORK';
 
+const whenAborted = (signal: AbortSignal): Promise<void> =>
+  new Promise((resolve) => {
+    if (signal.aborted) resolve();
+    else signal.addEventListener('abort', () => resolve(), { once: true });
+  });
+
 /**
  * Moves sealed batches from storage through the transport, one batch in flight, oldest first. A batch is sealed
  * once and resent byte for byte until acknowledged; rows leave storage only on acknowledgement. Retries back off
@@ -162,7 +168,13 @@ export class SyncManager {
   async syncNow(signal?: AbortSignal): Promise<SyncResult> {
     this.#wake.abort();
     this.#wake = new AbortController();
-    while (this.#cycle) await this.#cycle.catch(() => undefined);
+    while (this.#cycle) {
+      // The wait for a request in flight counts against `signal` too: stop() must not outlast its stopTimeout.
+      await (signal
+        ? Promise.race([this.#cycle.catch(() => undefined), whenAborted(signal)])
+        : this.#cycle.catch(() => undefined));
+      signal?.throwIfAborted();
+    }
     this.#clearTimer();
     return this.#run(signal, false);
   }

@@ -137,7 +137,7 @@ describe('edge-gateway CLI', () => {
     while (!output.includes('running') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
     expect(output).toContain('edge-gateway daemon-1 running');
     expect(output).toContain('DATA_RETENTION_DAYS is accepted but has no effect');
-    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
     child.kill('SIGTERM');
     expect(await exited).toBe(0);
     expect(output).toContain('edge-gateway stopped');
