@@ -12,6 +12,8 @@ export default defineConfig({
       include: ['src/**/*.ts'],
       exclude: ['src/cli/main.ts'],
       reporter: ['text-summary', 'text'],
+      // The floor, not the aim: the suite stands above 95% of lines.
+      thresholds: { lines: 90, statements: 90, functions: 88, branches: 82 },
     },
   },
 });

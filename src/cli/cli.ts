@@ -136,11 +136,11 @@ async function start(envPath: string | undefined, io: CliIo): Promise<number> {
   gateway.on('error', (error) => logger.error({ err: error }, error.message));
   await gateway.start();
   io.out(`edge-gateway ${config.DEVICE_ID} running; database ${config.LOCAL_DB_PATH}; Ctrl-C to stop`);
+  // Not unref'd: the library's timers are, and this one is what keeps the daemon alive until a signal.
   const timer = setInterval(() => {
     const health = gateway.healthCheck();
     logger.info({ ...health }, `health ${health.status}`);
   }, 60_000);
-  timer.unref();
   const signal = await io.untilSignal();
   clearInterval(timer);
   logger.info({ signal }, 'stopping');

@@ -4,13 +4,24 @@ import { join } from 'node:path';
 import { CloudServer } from '../cloud/cloud-server.js';
 import type { StoredPoint } from '../cloud/cloud-store.js';
 import { EdgeGateway } from '../gateway/edge-gateway.js';
-import type { CliIo } from './cli.js';
+import { type CliIo, processIo } from './cli.js';
 
 const SENSORS = ['temp-01', 'temp-02', 'pressure-01', 'flow-01'];
-/** Readings per second per sensor. */
-const RATE_HZ = 50;
-const PHASES = { onlineMs: 4000, outageMs: 5000, afterMs: 3000 } as const;
 const API_KEY = 'demo-key';
+
+/** The demo's timeline. */
+export interface DemoTimeline {
+  /** Readings per second per sensor. @default 50 */
+  rateHz: number;
+  /** How long the cloud is up before the outage. @default 4000 */
+  onlineMs: number;
+  /** How long the cloud is away. @default 5000 */
+  outageMs: number;
+  /** How long readings keep coming after the cloud is back. @default 3000 */
+  afterMs: number;
+}
+
+const DEFAULT_TIMELINE: DemoTimeline = { rateHz: 50, onlineMs: 4000, outageMs: 5000, afterMs: 3000 };
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -40,7 +51,8 @@ async function fetchAll(url: string, deviceId: string): Promise<StoredPoint[]> {
  * The demo: a cloud server and a gateway on this machine, four simulated sensors, the cloud taken away for a few
  * seconds and brought back, and a verification computed from the cloud's own data.
  */
-export async function runDemo(io: CliIo): Promise<number> {
+export async function runDemo(io: CliIo, timeline: Partial<DemoTimeline> = {}): Promise<number> {
+  const { rateHz: RATE_HZ, ...PHASES } = { ...DEFAULT_TIMELINE, ...timeline };
   const dir = mkdtempSync(join(tmpdir(), 'edge-gateway-demo-'));
   const cloudDb = join(dir, 'cloud.db');
   let cloud: CloudServer | undefined = await CloudServer.listen({ port: 0, dbPath: cloudDb, apiKeys: [API_KEY] });
@@ -100,7 +112,7 @@ export async function runDemo(io: CliIo): Promise<number> {
     }
   })();
 
-  const tty = process.stdout.isTTY === true;
+  const tty = io === processIo && process.stdout.isTTY === true;
   let cloudState = 'UP  ';
   const show = () => {
     const status = gateway.getStatus();

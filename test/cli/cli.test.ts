@@ -138,10 +138,66 @@ describe('edge-gateway CLI', () => {
     expect(output).toContain('edge-gateway daemon-1 running');
     expect(output).toContain('DATA_RETENTION_DAYS is accepted but has no effect');
     const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+    // A daemon stays up until it is told to stop.
+    await new Promise((r) => setTimeout(r, 500));
+    expect(child.exitCode).toBeNull();
     child.kill('SIGTERM');
     expect(await exited).toBe(0);
     expect(output).toContain('edge-gateway stopped');
     stopCloud('SIGTERM');
     expect(await cloudExit).toBe(0);
+  });
+});
+
+describe('edge-gateway start (in process)', () => {
+  it('runs until signalled, forwarding to the cloud, and logs to LOG_FILE', async () => {
+    dir = mkdtempSync(join(tmpdir(), 'edge-gateway-cli-'));
+    const { startCloudServer } = await import('../../src/testing/index.js');
+    const cloud = await startCloudServer();
+    const logFile = join(dir, 'logs', 'gateway.log');
+    const saved = { ...process.env };
+    Object.assign(process.env, {
+      DEVICE_ID: 'in-process',
+      CLOUD_API_URL: cloud.url,
+      CLOUD_API_KEY: cloud.apiKey,
+      LOCAL_DB_PATH: join(dir, 'edge.db'),
+      LOG_FILE: logFile,
+      LOG_LEVEL: 'debug',
+    });
+    let stop: (signal: string) => void = () => {};
+    const io = captureIo(new Promise((resolve) => (stop = resolve)));
+    try {
+      const exit = runCli(['start', '--env', join(dir, 'none.env')], io);
+      while (!io.lines.some((line) => line.includes('running'))) await new Promise((r) => setTimeout(r, 20));
+      stop('SIGTERM');
+      expect(await exit).toBe(0);
+    } finally {
+      process.env = saved;
+      await cloud.close();
+    }
+    expect(io.lines).toContain('edge-gateway stopped');
+    const { readFileSync } = await import('node:fs');
+    const deadline = Date.now() + 5000;
+    let log = '';
+    while (!log.includes('edge gateway stopped') && Date.now() < deadline) {
+      log = existsSync(logFile) ? readFileSync(logFile, 'utf8') : '';
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    expect(log).toContain('"msg":"edge gateway started"');
+    expect(log).toContain('"msg":"edge gateway stopped"');
+  });
+
+  it('warns when CLOUD_API_URL is not set, and stores locally', async () => {
+    dir = mkdtempSync(join(tmpdir(), 'edge-gateway-cli-'));
+    const saved = { ...process.env };
+    delete process.env.CLOUD_API_URL;
+    Object.assign(process.env, { DEVICE_ID: 'local-only', LOCAL_DB_PATH: join(dir, 'edge.db'), LOG_LEVEL: 'silent' });
+    const io = captureIo(Promise.resolve('SIGINT'));
+    try {
+      expect(await runCli(['--env', join(dir, 'none.env')], io)).toBe(0);
+    } finally {
+      process.env = saved;
+    }
+    expect(io.lines[0]).toContain('edge-gateway local-only running');
   });
 });
