@@ -1,9 +1,22 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { inflateRawSync } from 'node:zlib';
 import { z } from 'zod';
+import {
+  COMPACT_BATCH_CONTENT_TYPE,
+  type CompactBatch,
+  CompactCodecError,
+  decodeCompactRaw,
+} from '../model/compact-codec.js';
 import { parseTimestamp } from '../model/data-point.js';
-import { batchEnvelopeSchema, type RejectedPoint, type WirePoint, wirePointSchema } from '../model/wire.js';
+import {
+  batchEnvelopeSchema,
+  JSON_BATCH_CONTENT_TYPE,
+  type RejectedPoint,
+  type WirePoint,
+  wirePointSchema,
+} from '../model/wire.js';
 import type { CloudStore } from './cloud-store.js';
 import { BodyError, readBody } from './read-body.js';
 import { SqliteCloudStore } from './sqlite-cloud-store.js';
@@ -55,6 +68,18 @@ const telemetryQuerySchema = z.object({
   limit: z.coerce.number().int().min(1).max(10_000).default(1000),
   cursor: z.string().regex(/^\d+$/).optional(),
 });
+
+function decodeJson(body: Buffer): { deviceId: string; replicaId: string; batchNo: number; points: unknown[] } {
+  let json: unknown;
+  try {
+    json = JSON.parse(body.toString('utf8'));
+  } catch (error) {
+    throw new HttpError(400, 'malformed_json', `the body is not JSON: ${(error as Error).message}`);
+  }
+  const envelope = batchEnvelopeSchema.safeParse(json);
+  if (!envelope.success) throw new HttpError(400, 'bad_batch', z.prettifyError(envelope.error));
+  return envelope.data;
+}
 
 class HttpError extends Error {
   constructor(
@@ -214,13 +239,31 @@ export class CloudServer {
     return parsed.data;
   }
 
+  #decodeCompact(body: Buffer): CompactBatch {
+    let raw: Buffer;
+    try {
+      raw = inflateRawSync(body, { maxOutputLength: this.#options.maxInflatedBytes });
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE' || error instanceof RangeError) {
+        throw new HttpError(413, 'payload_too_large', `the body inflates past ${this.#options.maxInflatedBytes} bytes`);
+      }
+      throw new HttpError(400, 'bad_encoding', `the compact body does not inflate: ${(error as Error).message}`);
+    }
+    try {
+      return decodeCompactRaw(raw);
+    } catch (error) {
+      if (error instanceof CompactCodecError) throw new HttpError(400, 'bad_batch', error.message);
+      throw error;
+    }
+  }
+
   async #ingest(request: IncomingMessage, response: ServerResponse): Promise<void> {
     const type = (request.headers['content-type'] ?? '').split(';')[0]?.trim();
-    if (type !== 'application/json') {
+    if (type !== JSON_BATCH_CONTENT_TYPE && type !== COMPACT_BATCH_CONTENT_TYPE) {
       throw new HttpError(
         415,
         'unsupported_media_type',
-        `content-type ${type || '(none)'} is not supported; use application/json`,
+        `content-type ${type || '(none)'} is not supported; use ${JSON_BATCH_CONTENT_TYPE} or ${COMPACT_BATCH_CONTENT_TYPE}`,
       );
     }
     const key = request.headers['idempotency-key'];
@@ -240,15 +283,7 @@ export class CloudServer {
       return;
     }
 
-    let json: unknown;
-    try {
-      json = JSON.parse(body.toString('utf8'));
-    } catch (error) {
-      throw new HttpError(400, 'malformed_json', `the body is not JSON: ${(error as Error).message}`);
-    }
-    const envelope = batchEnvelopeSchema.safeParse(json);
-    if (!envelope.success) throw new HttpError(400, 'bad_batch', z.prettifyError(envelope.error));
-    const batch = envelope.data;
+    const batch = type === COMPACT_BATCH_CONTENT_TYPE ? this.#decodeCompact(body) : decodeJson(body);
     if (key !== `${batch.replicaId}:${batch.batchNo}`) {
       throw new HttpError(400, 'bad_request', 'the Idempotency-Key must be {replicaId}:{batchNo} of the body');
     }

@@ -174,6 +174,7 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
       intervalMs: o.syncInterval * 1000,
       batchSize: o.batchSize,
       compression: compressionSetting(o.compression),
+      wireFormat: o.wireFormat,
       maxRetryAttempts: o.maxRetryAttempts,
       initialBackoffMs: o.initialBackoff * 1000,
       maxBackoffMs: o.maxBackoff * 1000,

@@ -32,7 +32,13 @@ export interface EdgeGatewayOptions {
   syncInterval?: number;
   /** Readings per batch sent to the cloud, 1 to 10000. @default 100 */
   batchSize?: number;
-  /** gzip batch bodies; `true` means level 6. @default true */
+  /**
+   * How batches are encoded on the wire: `compact`, the binary codec of protocol v2 (about 1 byte per reading
+   * for slowly changing sensors, against 7 for gzip'd JSON), or `json` (protocol v1). A cloud that answers 415
+   * to a compact batch gets JSON from then on. @default 'compact'
+   */
+  wireFormat?: 'compact' | 'json';
+  /** Compress batch bodies (gzip for JSON, deflate inside the compact codec); `true` means level 6. @default true */
   compression?: boolean | { level: number };
   /**
    * Most readings kept waiting for the cloud. When full, `sendData()` rejects with `QueueFullError` and the
@@ -86,6 +92,7 @@ export const optionsSchema = z.strictObject({
   syncStrategy: z.enum(['adaptive', 'fixed-interval', 'on-change']).default('adaptive'),
   syncInterval: seconds(86_400).default(60),
   batchSize: z.number().int().min(1).max(10_000).default(100),
+  wireFormat: z.enum(['compact', 'json']).default('compact'),
   compression: z.union([z.boolean(), z.strictObject({ level: z.number().int().min(1).max(9) })]).default(true),
   maxOfflineQueueSize: z.number().int().positive().default(1_000_000),
   connectionTimeout: seconds(3600).default(30),

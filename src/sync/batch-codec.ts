@@ -1,10 +1,14 @@
 import { createHash } from 'node:crypto';
-import { gzipSync } from 'fflate';
+import { deflateSync, gzipSync } from 'fflate';
+import { COMPACT_BATCH_CONTENT_TYPE, encodeCompactRaw } from '../model/compact-codec.js';
 import { BATCH_VERSION, JSON_BATCH_CONTENT_TYPE } from '../model/wire.js';
 import type { OutboxRow, SealInput } from '../storage/storage.js';
 
 /** Compression of batch bodies: off, or gzip at a level from 1 (fastest) to 9 (smallest). */
 export type CompressionSetting = false | { level: 1 | 2 | 3 | 4 | 5 | 6 | 7 | 8 | 9 };
+
+/** How batches are encoded: the compact binary codec (v2), or JSON (v1) for clouds that only speak JSON. */
+export type WireFormat = 'compact' | 'json';
 
 /** What identifies a batch besides its rows. */
 export interface BatchHeader {
@@ -24,16 +28,34 @@ function pointJson(row: OutboxRow): string {
   return `${json}}`;
 }
 
-/** Encodes rows as a JSON batch body (protocol v1), gzip'd when compression is on. */
+/**
+ * Encodes rows as a batch body: compact (protocol v2, deflated inside the format; level 0 stores when compression
+ * is off) or JSON (protocol v1, gzip'd when compression is on). `hash` is the sha-256 of the body once any
+ * Content-Encoding is removed, as the server computes it.
+ */
 export function encodeBatch(
   header: BatchHeader,
   batchNo: number,
   rows: readonly OutboxRow[],
   compression: CompressionSetting,
+  format: WireFormat = 'json',
 ): SealInput {
   const first = rows[0];
   const last = rows[rows.length - 1];
   if (!first || !last) throw new RangeError('encodeBatch needs at least one row');
+  if (format === 'compact') {
+    const raw = encodeCompactRaw({ ...header, batchNo }, rows);
+    const body = deflateSync(raw, { level: compression === false ? 0 : compression.level });
+    return {
+      firstSeq: first.seq,
+      lastSeq: last.seq,
+      count: rows.length,
+      body,
+      contentType: COMPACT_BATCH_CONTENT_TYPE,
+      contentEncoding: null,
+      hash: createHash('sha256').update(body).digest('hex'),
+    };
+  }
   const points = rows.map(pointJson).join(',');
   const json =
     `{"v":${BATCH_VERSION},"deviceId":${JSON.stringify(header.deviceId)},"replicaId":${JSON.stringify(header.replicaId)}` +

@@ -1,8 +1,9 @@
 import type { Logger } from '../logger.js';
+import { COMPACT_BATCH_CONTENT_TYPE } from '../model/compact-codec.js';
 import type { SealedBatch, Storage } from '../storage/storage.js';
 import type { SendResult, Transport } from '../transport/transport.js';
 import { backoffDelay, sleep } from './backoff.js';
-import { type CompressionSetting, encodeBatch } from './batch-codec.js';
+import { type CompressionSetting, encodeBatch, type WireFormat } from './batch-codec.js';
 import type { SyncErrorCode, SyncErrorEvent, SyncResult } from './sync-result.js';
 
 /** How the gateway decides when to sync. */
@@ -15,6 +16,8 @@ export interface SyncSettings {
   intervalMs: number;
   batchSize: number;
   compression: CompressionSetting;
+  /** The codec of new batches; `compact` falls back to `json` for a cloud that answers 415 to it. */
+  wireFormat: WireFormat;
   maxRetryAttempts: number;
   initialBackoffMs: number;
   maxBackoffMs: number;
@@ -85,6 +88,8 @@ export class SyncManager {
   #reachabilityKnown = false;
   // The server's Retry-After on the failure that ended a cycle: the next cycle waits at least this long.
   #retryAfterFloorMs = 0;
+  // Set when the cloud answered 415 to a compact batch: JSON from then on.
+  #jsonOnly = false;
   readonly #state: SyncState = {
     isOnline: false,
     lastSyncTime: null,
@@ -287,9 +292,12 @@ export class SyncManager {
   #nextBatch(): SealedBatch | undefined {
     const { deviceId, compression } = this.#settings;
     const header = { deviceId, replicaId: this.#storage.replicaId };
+    const format = this.#jsonOnly ? 'json' : this.#settings.wireFormat;
     return (
       this.#storage.oldestBatch() ??
-      this.#storage.sealNext(this.#sealLimit, (batchNo, rows) => encodeBatch(header, batchNo, rows, compression))
+      this.#storage.sealNext(this.#sealLimit, (batchNo, rows) =>
+        encodeBatch(header, batchNo, rows, compression, format),
+      )
     );
   }
 
@@ -373,6 +381,25 @@ export class SyncManager {
             batchNo: batch.batchNo,
           });
           continue;
+        }
+        case 'unsupported': {
+          this.#setOnline(true, 'cloud answered');
+          if (batch.contentType === COMPACT_BATCH_CONTENT_TYPE && !this.#jsonOnly) {
+            // Negotiation: this cloud does not take the compact codec. Reseal as JSON, for the rest of this run.
+            this.#jsonOnly = true;
+            this.#logger.warn({ httpStatus: outcome.httpStatus }, 'the cloud refuses compact batches; sending JSON');
+            this.#storage.unseal(batch.batchNo, new Map(), 'cloud');
+            continue;
+          }
+          result.failed += batch.count;
+          this.#state.consecutiveFailures++;
+          this.#fail({
+            code: 'SERVER_ERROR',
+            message: outcome.message,
+            httpStatus: outcome.httpStatus,
+            batchNo: batch.batchNo,
+          });
+          return finish('failed');
         }
         case 'conflict': {
           this.#setOnline(true, 'cloud answered');

@@ -1,5 +1,6 @@
-import { gunzipSync, strFromU8 } from 'fflate';
-import type { BatchEnvelope, WirePoint } from '../model/wire.js';
+import { gunzipSync, inflateSync, strFromU8 } from 'fflate';
+import { COMPACT_BATCH_CONTENT_TYPE, decodeCompactRaw } from '../model/compact-codec.js';
+import type { WirePoint } from '../model/wire.js';
 import type { OutgoingBatch, PingResult, SendResult, Transport } from '../transport/transport.js';
 
 /** A batch as a {@link MemoryTransport} recorded it, decoded. */
@@ -8,7 +9,8 @@ export interface RecordedBatch {
   batchNo: number;
   /** Bytes as sent (compressed when compression is on). */
   wireBytes: number;
-  body: Omit<BatchEnvelope, 'points'> & { points: WirePoint[] };
+  /** The batch decoded, whichever codec carried it. */
+  body: { deviceId: string; replicaId: string; batchNo: number; firstSeq: number; lastSeq: number; points: WirePoint[] };
 }
 
 /** Decides the outcome of a send; the default acknowledges everything. */
@@ -71,12 +73,11 @@ export class MemoryTransport implements Transport {
 
   async sendBatch(batch: OutgoingBatch): Promise<SendResult> {
     if (this.#offline) return { status: 'retryable', code: 'network', message: 'MemoryTransport is offline' };
-    const raw = batch.contentEncoding === 'gzip' ? gunzipSync(batch.body) : batch.body;
     const recorded: RecordedBatch = {
       idempotencyKey: batch.idempotencyKey,
       batchNo: batch.batchNo,
       wireBytes: batch.body.byteLength,
-      body: JSON.parse(strFromU8(raw)) as RecordedBatch['body'],
+      body: decode(batch),
     };
     this.sent.push(recorded);
     const outcome = this.#responder
@@ -106,4 +107,10 @@ export class MemoryTransport implements Transport {
   async close(): Promise<void> {
     this.#closed = true;
   }
+}
+
+function decode(batch: OutgoingBatch): RecordedBatch['body'] {
+  if (batch.contentType === COMPACT_BATCH_CONTENT_TYPE) return decodeCompactRaw(inflateSync(batch.body));
+  const raw = batch.contentEncoding === 'gzip' ? gunzipSync(batch.body) : batch.body;
+  return JSON.parse(strFromU8(raw)) as RecordedBatch['body'];
 }

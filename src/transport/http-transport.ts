@@ -107,6 +107,7 @@ export function interpret(response: Response, text: string): SendResult {
   const message = error.success ? `${error.data.error}: ${error.data.message ?? ''}`.trim() : `HTTP ${status}`;
   if (status === 401 || status === 403) return { status: 'unauthorized', httpStatus: status, message };
   if (status === 409) return { status: 'conflict', message };
+  if (status === 415) return { status: 'unsupported', httpStatus: status, message };
   if (status === 400 || status === 413 || status === 422) {
     const rejected = error.success ? error.data.rejected : undefined;
     return rejected

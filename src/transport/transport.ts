@@ -40,6 +40,8 @@ export type SendResult =
       readonly message: string;
       readonly rejected?: readonly RejectedPoint[];
     }
+  /** The cloud does not take this body's content type (415): the gateway falls back to JSON. */
+  | { readonly status: 'unsupported'; readonly httpStatus: number; readonly message: string }
   /** The idempotency key was already used for other bytes (409). */
   | { readonly status: 'conflict'; readonly message: string }
   /** The cloud refused the credentials (401, 403). */

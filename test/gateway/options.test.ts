@@ -27,6 +27,7 @@ describe('EdgeGateway', () => {
         syncInterval: 60,
         batchSize: 100,
         compression: true,
+        wireFormat: 'compact',
         maxOfflineQueueSize: 1_000_000,
         connectionTimeout: 30,
         maxRetryAttempts: 5,
@@ -161,7 +162,7 @@ describe('EdgeGateway', () => {
 
     describe('.enableCompression()', () => {
       it('makes later batches gzip at the level asked for', async () => {
-        const { gateway, proxy } = await gatewayBehindProxy({ compression: false });
+        const { gateway, proxy } = await gatewayBehindProxy({ compression: false, wireFormat: 'json' });
         const deviceId = gateway.options.deviceId;
         await gateway.sendBatch(readings(20));
         await gateway.forceSync();

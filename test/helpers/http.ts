@@ -1,6 +1,7 @@
 import { createServer, type IncomingHttpHeaders, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { gunzipSync } from 'node:zlib';
+import { gunzipSync, inflateRawSync } from 'node:zlib';
+import { COMPACT_BATCH_CONTENT_TYPE, decodeCompactRaw } from '../../src/model/compact-codec.js';
 import { defer } from './cleanup.js';
 
 /** A request as a {@link TestServer} received it. */
@@ -128,6 +129,8 @@ export function decodeBatch(request: RecordedRequest): {
   batchNo: number;
   points: { seq: number; sensorId: string; value?: number; data?: unknown }[];
 } {
+  if (request.headers['content-type'] === COMPACT_BATCH_CONTENT_TYPE)
+    return decodeCompactRaw(inflateRawSync(request.body));
   const raw = request.headers['content-encoding'] === 'gzip' ? gunzipSync(request.body) : request.body;
   return JSON.parse(raw.toString('utf8'));
 }

@@ -207,7 +207,7 @@ describe('EdgeGateway', () => {
     /** A gateway behind a recording proxy to the cloud. */
     async function viaProxy(compression: boolean) {
       const proxy = await startTestServer((request, response) => forward(request, response, cloud.url));
-      const gateway = createGateway({ cloudUrl: proxy.url, apiKey: cloud.apiKey, compression });
+      const gateway = createGateway({ cloudUrl: proxy.url, apiKey: cloud.apiKey, compression, wireFormat: 'json' });
       await gateway.start();
       const sent = readings(40);
       await gateway.sendBatch(sent);
