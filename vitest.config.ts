@@ -3,6 +3,7 @@ import { defineConfig } from 'vitest/config';
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
+    globalSetup: ['test/chaos/lib/global-setup.ts'],
     testTimeout: 30_000,
     hookTimeout: 30_000,
     // Child-process and server tests share two cores; files run in parallel, tests within a file in order.
