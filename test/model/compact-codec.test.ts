@@ -60,7 +60,7 @@ describe('compact codec', () => {
       payload: null,
     }));
     const decoded = roundTrip(input).points.map((p) => p.value);
-    values.forEach((value, i) => expect(Object.is(decoded[i], value)).toBe(true));
+    for (const [i, value] of values.entries()) expect(Object.is(decoded[i], value)).toBe(true);
   });
 
   it('keeps row order, seq gaps, units, tags, processed payloads and out-of-order timestamps', () => {
