@@ -90,11 +90,19 @@ export class QueueFullError extends EdgeGatewayError {
   }
 }
 
-/** The local database refused a write or could not be opened. Nothing of the failed write was stored. */
+/**
+ * The local database refused a write or could not be opened. Nothing of the failed write was stored.
+ * `sqliteCode` names what SQLite said, when it said something: `SQLITE_FULL` when the database reached its
+ * `maxDatabaseSize` or the disk is full, `SQLITE_READONLY`, `SQLITE_BUSY`, `SQLITE_IOERR_*`, ...
+ */
 export class StorageError extends EdgeGatewayError {
-  constructor(message: string, options?: { cause?: unknown }) {
+  /** The SQLite result code behind the failure (e.g. `SQLITE_FULL`), when there is one. */
+  readonly sqliteCode: string | undefined;
+
+  constructor(message: string, options?: { cause?: unknown; sqliteCode?: string | undefined }) {
     super('STORAGE_FAILED', message, options);
     this.name = 'StorageError';
+    this.sqliteCode = options?.sqliteCode;
   }
 }
 

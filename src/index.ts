@@ -30,6 +30,7 @@ export type { DataPointInput, Tags, TimestampInput } from './model/data-point.js
 export { DATA_POINT_LIMITS, DataPoint } from './model/data-point.js';
 export type { Alert, AlertInput, Processor, ProcessResult } from './processing/processor.js';
 export { DataProcessor } from './processing/processor.js';
+export type { QuarantineReport } from './storage/quarantine.js';
 export type { SqliteStorageOptions } from './storage/sqlite-storage.js';
 export { SqliteStorage } from './storage/sqlite-storage.js';
 export type {
@@ -41,6 +42,7 @@ export type {
   SealedBatch,
   SealInput,
   Storage,
+  StorageCapacity,
 } from './storage/storage.js';
 export type { ConflictResolver, ConflictStrategy, Resolution, SyncRecord } from './sync/conflict-resolver.js';
 export type { SyncStrategy } from './sync/sync-manager.js';

@@ -32,7 +32,7 @@ import type { GatewayEvents, GatewayStatus, HealthStatus } from './status.js';
 /** Largest processed-data object a processor may return for one reading, as JSON. */
 const MAX_PAYLOAD_BYTES = 64 * 1024;
 /** Options that name the local store; they cannot change once it is open. */
-const FIXED_AFTER_START = ['localDb', 'storage', 'durability'] as const;
+const FIXED_AFTER_START = ['localDb', 'storage', 'durability', 'maxDatabaseSize'] as const;
 
 type Lifecycle = 'created' | 'starting' | 'running' | 'stopping' | 'stopped';
 
@@ -81,8 +81,9 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
   #lifecycle: Lifecycle = 'created';
   #starting: Promise<void> | undefined;
   #stopping: Promise<void> | undefined;
+  /** `performance.now()` at start: uptime and stall detection must not move with the wall clock. */
   #startedAt = 0;
-  #storageFailure: { message: string; at: Date } | undefined;
+  #storageFailure: { message: string; at: Date; full: boolean } | undefined;
   /** sendData/sendBatch calls still in the processor. */
   readonly #processing = new Set<Promise<unknown>>();
   #cpu = { usage: process.cpuUsage(), at: performance.now() };
@@ -94,7 +95,11 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
     this.#logger = this.#options.logger ?? silentLogger;
     this.#storage =
       this.#options.storage ??
-      new SqliteStorage({ path: this.#options.localDb, synchronous: this.#options.durability });
+      new SqliteStorage({
+        path: this.#options.localDb,
+        synchronous: this.#options.durability,
+        maxSizeBytes: this.#options.maxDatabaseSize,
+      });
     this.#resolver = this.#options.conflictResolver ?? lastWriteWins;
     if (this.#options.conflictResolver) this.#strategy = 'custom';
     this.#commit = new GroupCommit((rows, dead) => this.#commitRows(rows, dead));
@@ -142,13 +147,26 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
       this.#starting = undefined;
       throw error;
     }
-    this.#startedAt = Date.now();
+    this.#startedAt = performance.now();
     this.#lifecycle = 'running';
+    this.#reportQuarantine();
     this.#startSync();
     this.#logger.info(
       { deviceId: this.#options.deviceId, replicaId: this.#storage.replicaId, pending: this.#storage.pendingCount() },
       'edge gateway started',
     );
+  }
+
+  // A damaged database set aside at this start (or at an earlier one, while its file is still there): the gateway
+  // runs on a new one, and says so in the log, as an 'error' event, in getStatus() and in healthCheck().
+  #reportQuarantine(): void {
+    const report = this.#storage.quarantined;
+    if (!report) return;
+    const error = new StorageError(
+      `The local database was damaged (${report.reason}); it was moved to ${report.path} at ${report.at.toISOString()} and a new one was started. Readings it held that the cloud had not acknowledged are only in that file.`,
+    );
+    this.#logger.error({ err: error, quarantined: report.path, reason: report.reason }, error.message);
+    if (this.listenerCount('error') > 0) this.emit('error', error);
   }
 
   #startSync(): void {
@@ -188,7 +206,11 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
         if (online) this.emit('online');
         else this.emit('offline', { reason });
       },
-      synced: (result) => this.emit('sync', result),
+      synced: (result) => {
+        // Acknowledged batches freed room: a database that was full takes readings again.
+        if (result.acknowledged > 0 && this.#storageFailure?.full) this.#storageFailure = undefined;
+        this.emit('sync', result);
+      },
       syncError: (event) => this.emit('sync-error', event),
       deadLettered: (count, message) => {
         this.#logger.warn({ count, message }, 'the cloud refused readings; they are kept in the dead letters');
@@ -200,7 +222,9 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
 
   #backgroundError(error: Error): void {
     this.#logger.error({ err: error }, error.message);
-    if (error instanceof StorageError) this.#storageFailure = { message: error.message, at: new Date() };
+    if (error instanceof StorageError) {
+      this.#storageFailure = { message: error.message, at: new Date(), full: error.sqliteCode === 'SQLITE_FULL' };
+    }
     // An 'error' event without a listener would throw into the host; background failures never do.
     if (this.listenerCount('error') > 0) this.emit('error', error);
   }
@@ -390,13 +414,15 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
       nextSyncAt: sync?.nextSyncAt ?? null,
       syncStrategy: this.#options.syncStrategy,
       running: open,
+      quarantined: open ? (this.#storage.quarantined ?? null) : null,
     };
   }
 
   /**
    * Whether the gateway is doing its job, with reasons when it is not: `unhealthy` when it cannot store or
-   * forward at all (stopped, local database failing, API key refused), `degraded` when it works with a problem
-   * (cloud unreachable with readings queued, online but nothing acknowledged for a while, queue nearly full).
+   * forward at all (stopped, local database failing or full, API key refused), `degraded` when it works with a
+   * problem (cloud unreachable with readings queued, online but nothing acknowledged for a while, queue or
+   * database nearly full, a damaged database set aside at start).
    */
   healthCheck(): HealthStatus {
     const status = this.getStatus();
@@ -416,16 +442,28 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
     if (status.authRefused) fail('the cloud refuses the API key: nothing is being forwarded');
     else if (this.#sync && status.running && pending > 0) {
       const stallMs = Math.max(3 * this.#options.syncInterval * 1000, 60_000);
-      const since = status.lastSyncTime?.getTime() ?? this.#startedAt;
+      // Monotonic: a wall clock stepped forwards (NTP, a dead RTC battery fixed) is not a stall.
+      const sinceMs = performance.now() - (this.#sync.state.lastSyncMonotonic ?? this.#startedAt);
       if (!status.isOnline) degrade(`the cloud is unreachable; ${pending} reading(s) queued`);
-      else if (Date.now() - since > stallMs) {
+      else if (sinceMs > stallMs) {
         degrade(
-          `online, but nothing acknowledged for ${Math.round((Date.now() - since) / 1000)} s while ${pending} reading(s) wait`,
+          `online, but nothing acknowledged for ${Math.round(sinceMs / 1000)} s while ${pending} reading(s) wait`,
         );
       }
     }
     const limit = this.#options.maxOfflineQueueSize;
     if (pending >= 0.9 * limit) degrade(`the offline queue is ${Math.floor((100 * pending) / limit)}% full`);
+    const capacity = status.running ? this.#storage.capacity?.() : undefined;
+    if (capacity && !this.#storageFailure && capacity.usedBytes >= 0.9 * capacity.limitBytes) {
+      degrade(
+        `the local database is ${Math.min(100, Math.floor((100 * capacity.usedBytes) / capacity.limitBytes))}% full (maxDatabaseSize)`,
+      );
+    }
+    if (status.quarantined) {
+      degrade(
+        `the local database was damaged (${status.quarantined.reason}) and set aside as ${status.quarantined.path}; running on a new one`,
+      );
+    }
 
     const now = performance.now();
     const usage = process.cpuUsage(this.#cpu.usage);
@@ -437,7 +475,7 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
       isOnline: status.isOnline,
       pendingSyncCount: pending,
       lastSync: status.lastSyncTime,
-      uptimeSeconds: status.running ? Math.round((Date.now() - this.#startedAt) / 1000) : 0,
+      uptimeSeconds: status.running ? Math.round((performance.now() - this.#startedAt) / 1000) : 0,
       localStorageMb: status.running ? round1(this.#storage.sizeBytes() / 1048576) : 0,
       cpuPercent: round1((100 * (usage.user + usage.system)) / elapsedUs),
       memoryMb: round1(process.memoryUsage.rss() / 1048576),

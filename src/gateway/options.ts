@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { ConfigError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { Processor } from '../processing/processor.js';
+import { MIN_MAX_SIZE_BYTES } from '../storage/sqlite-storage.js';
 import type { Storage } from '../storage/storage.js';
 import type { CompressionSetting } from '../sync/batch-codec.js';
 import type { ConflictResolver } from '../sync/conflict-resolver.js';
@@ -45,6 +46,15 @@ export interface EdgeGatewayOptions {
    * refusal is counted and emitted as `dropped`. @default 1000000
    */
   maxOfflineQueueSize?: number;
+  /**
+   * The most bytes the local database file may take, at least 1 MiB (1048576). When readings fill it,
+   * `sendData()` and `sendBatch()` reject with `StorageError` (`sqliteCode` `SQLITE_FULL`), nothing of them is
+   * stored, and the health check reports `unhealthy`; as the cloud acknowledges batches their room is reused and
+   * intake resumes by itself. The last 1/32 of the budget is kept for syncing, so a full database still drains.
+   * The WAL file comes on top (up to about 4 MiB between checkpoints). Not used with a custom `storage`.
+   * @default undefined (no limit but the disk)
+   */
+  maxDatabaseSize?: number | undefined;
   /** Seconds allowed for one request to the cloud. @default 30 */
   connectionTimeout?: number;
   /**
@@ -95,6 +105,7 @@ export const optionsSchema = z.strictObject({
   wireFormat: z.enum(['compact', 'json']).default('compact'),
   compression: z.union([z.boolean(), z.strictObject({ level: z.number().int().min(1).max(9) })]).default(true),
   maxOfflineQueueSize: z.number().int().positive().default(1_000_000),
+  maxDatabaseSize: z.number().int().min(MIN_MAX_SIZE_BYTES).max(Number.MAX_SAFE_INTEGER).optional(),
   connectionTimeout: seconds(3600).default(30),
   maxRetryAttempts: z.number().int().min(1).max(1000).default(5),
   initialBackoff: seconds(3600).default(1),

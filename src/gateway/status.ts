@@ -1,4 +1,5 @@
 import type { Alert } from '../processing/processor.js';
+import type { QuarantineReport } from '../storage/quarantine.js';
 import type { SyncErrorEvent, SyncResult } from '../sync/sync-result.js';
 
 /** A snapshot of the gateway, from {@link EdgeGateway.getStatus}. */
@@ -26,6 +27,11 @@ export interface GatewayStatus {
   nextSyncAt: Date | null;
   syncStrategy: string;
   running: boolean;
+  /**
+   * The damaged database file `start()` set aside (renamed, never deleted) before starting a new one: where it is,
+   * why, and when. Reported while that file stays where it was put; move or delete it to clear. Null otherwise.
+   */
+  quarantined: QuarantineReport | null;
 }
 
 /** Health, from {@link EdgeGateway.healthCheck}. */

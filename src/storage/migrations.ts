@@ -1,4 +1,5 @@
-import type { Database } from 'better-sqlite3';
+import BetterSqlite3, { type Database } from 'better-sqlite3';
+import { CorruptDatabaseError } from './quarantine.js';
 
 /**
  * Schema migrations, keyed by `PRAGMA user_version`. Each entry moves the schema from version `index` to
@@ -56,6 +57,8 @@ export const MIGRATIONS: readonly string[] = [
 /** Brings the schema to the latest version. Returns the version it found. */
 export function migrate(db: Database): number {
   const found = db.pragma('user_version', { simple: true }) as number;
+  // Versions only ever count up from 0: a negative one is a damaged header, not a schema.
+  if (found < 0) throw new CorruptDatabaseError(`the database header holds an impossible schema version (${found})`);
   if (found > MIGRATIONS.length) {
     throw new Error(
       `the database has schema version ${found}, newer than this edge-gateway knows (${MIGRATIONS.length}); upgrade edge-gateway`,
@@ -68,4 +71,41 @@ export function migrate(db: Database): number {
     }).immediate();
   }
   return found;
+}
+
+interface SchemaObject {
+  type: string;
+  name: string;
+  tbl_name: string;
+  sql: string | null;
+}
+
+const readSchema = (db: Database) =>
+  new Map(
+    (db.prepare('SELECT type, name, tbl_name, sql FROM sqlite_schema').all() as SchemaObject[]).map((o) => [o.name, o]),
+  );
+
+let reference: Map<string, SchemaObject> | undefined;
+
+/**
+ * Throws `CorruptDatabaseError` unless every table and index the migrations make is in `db` exactly as they make
+ * it (SQLite keeps the schema as the text of each CREATE statement: a damaged byte there passes `quick_check` and
+ * shows up later as "no such column", or as a column with another type). Objects the migrations do not make, such
+ * as an index an operator added, are left alone. Call after {@link migrate}.
+ */
+export function verifySchema(db: Database): void {
+  if (!reference) {
+    const blank = new BetterSqlite3(':memory:');
+    migrate(blank);
+    reference = readSchema(blank);
+    blank.close();
+  }
+  const actual = readSchema(db);
+  for (const [name, expected] of reference) {
+    const found = actual.get(name);
+    if (!found) throw new CorruptDatabaseError(`the ${expected.type} ${name} is missing from the schema`);
+    if (found.type !== expected.type || found.tbl_name !== expected.tbl_name || found.sql !== expected.sql) {
+      throw new CorruptDatabaseError(`the schema of the ${expected.type} ${name} is not the one its migration made`);
+    }
+  }
 }

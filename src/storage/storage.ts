@@ -3,6 +3,10 @@
  * transaction cannot span an `await`, and the hot path must not yield between validation and commit.
  */
 
+import type { QuarantineReport } from './quarantine.js';
+
+export type { QuarantineReport } from './quarantine.js';
+
 /** Kinds of rows in the outbox. */
 export type OutboxKind = 'reading' | 'processed';
 
@@ -62,9 +66,21 @@ export interface SealedBatch extends SealInput {
   attempts: number;
 }
 
+/** Space a store with a size limit uses, from {@link Storage.capacity}. */
+export interface StorageCapacity {
+  /** Bytes holding data now (free pages, which later writes reuse, are not counted). */
+  usedBytes: number;
+  /** The most new readings may take; past it, appends fail with a `StorageError` (`SQLITE_FULL`). */
+  limitBytes: number;
+}
+
 /** Where the gateway keeps everything. {@link SqliteStorage} is the default. */
 export interface Storage {
-  /** Opens the store, creating or migrating it. Called by `EdgeGateway.start()`. */
+  /**
+   * Opens the store, creating or migrating it. A file it finds damaged is set aside and replaced by a new one
+   * (see {@link Storage.quarantined}); one it cannot use for another reason makes it throw `StorageError`.
+   * Called by `EdgeGateway.start()`.
+   */
   open(): void;
   /** Closes the store. Safe to call twice. */
   close(): void;
@@ -96,6 +112,13 @@ export interface Storage {
   deadLetterCount(): number;
   /** Bytes the store occupies on disk (database and WAL). */
   sizeBytes(): number;
+  /** Space used against the store's size limit; undefined (or absent) when it has none. */
+  capacity?(): StorageCapacity | undefined;
+  /**
+   * Set when `open()` found the file damaged, set it aside and started a new one; reported for as long as the
+   * set-aside file is where it was put, across restarts. Absent for stores that never quarantine.
+   */
+  readonly quarantined?: QuarantineReport | undefined;
   /** A small string value kept with the store. */
   getMeta(key: string): string | undefined;
   setMeta(key: string, value: string): void;

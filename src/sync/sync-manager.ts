@@ -33,16 +33,23 @@ export interface SyncListener {
   failed(error: Error): void;
 }
 
-/** State of the sync loop, for status and health. */
+/**
+ * State of the sync loop, for status and health. Dates are wall-clock, for people to read; the loop itself keeps
+ * time with the monotonic clock (`performance.now()`), so a wall clock stepped forwards or backwards neither
+ * stalls nor hurries it.
+ */
 export interface SyncState {
   isOnline: boolean;
   lastSyncTime: Date | null;
+  /** `performance.now()` when the cloud last acknowledged a batch: what durations since then are measured from. */
+  lastSyncMonotonic: number | null;
   lastAttemptTime: Date | null;
   failedSyncCount: number;
   consecutiveFailures: number;
   authRefused: boolean;
   lastError: (SyncErrorEvent & { at: Date }) | null;
   clockSkewMs: number | null;
+  /** When the next cycle is due, as a wall-clock date computed when read (the deadline itself is monotonic). */
   nextSyncAt: Date | null;
 }
 
@@ -80,6 +87,8 @@ export class SyncManager {
   // Cuts short a backoff sleep inside a cycle, when forceSync() wants the floor now.
   #wake = new AbortController();
   #timer: NodeJS.Timeout | undefined;
+  /** `performance.now()` when the scheduled cycle is due; undefined when none is. */
+  #dueAt: number | undefined;
   #cycle: Promise<SyncResult> | undefined;
   #adaptiveMs: number;
   #sealLimit: number;
@@ -93,6 +102,7 @@ export class SyncManager {
   readonly #state: SyncState = {
     isOnline: false,
     lastSyncTime: null,
+    lastSyncMonotonic: null,
     lastAttemptTime: null,
     failedSyncCount: 0,
     consecutiveFailures: 0,
@@ -113,7 +123,9 @@ export class SyncManager {
   }
 
   get state(): Readonly<SyncState> {
-    return this.#state;
+    const due = this.#dueAt;
+    const nextSyncAt = due === undefined ? null : new Date(Date.now() + Math.max(0, due - performance.now()));
+    return { ...this.#state, nextSyncAt };
   }
 
   get transport(): Transport {
@@ -187,20 +199,22 @@ export class SyncManager {
   #clearTimer(): void {
     if (this.#timer) clearTimeout(this.#timer);
     this.#timer = undefined;
-    this.#state.nextSyncAt = null;
+    this.#dueAt = undefined;
   }
 
-  // Moves the next cycle to `delayMs` from now; unless `force`, only ever earlier than what is scheduled.
+  // Moves the next cycle to `delayMs` from now; unless `force`, only ever earlier than what is scheduled. Deadlines
+  // are monotonic (as setTimeout is): compared on the wall clock, a clock stepped forwards made every earlier
+  // deadline look due already, and intake that should have synced at once waited a whole interval.
   #schedule(delayMs: number, force: boolean): void {
     if (this.#controller.signal.aborted) return;
-    const at = Date.now() + delayMs;
-    if (!force && this.#state.nextSyncAt && this.#state.nextSyncAt.getTime() <= at) return;
+    const at = performance.now() + delayMs;
+    if (!force && this.#dueAt !== undefined && this.#dueAt <= at) return;
     if (this.#cycle && !force) return; // the running cycle drains what arrived; the next is scheduled after it
     this.#clearTimer();
-    this.#state.nextSyncAt = new Date(at);
+    this.#dueAt = at;
     this.#timer = setTimeout(() => {
       this.#timer = undefined;
-      this.#state.nextSyncAt = null;
+      this.#dueAt = undefined;
       if (this.#cycle) return;
       this.#run(undefined, true).catch(() => undefined); // reported through the listener by #run
     }, delayMs);
@@ -228,7 +242,10 @@ export class SyncManager {
       this.#afterCycle(end);
       return result;
     } catch (error) {
-      // A storage failure mid-cycle: nothing was lost (every step is one transaction); try again later.
+      // A storage failure mid-cycle: nothing was lost (every step is one transaction); try again later. It counts
+      // as a failure, so that the wait grows: on a full disk the cloud answers every resend, and only the local
+      // acknowledgement fails, until space returns.
+      this.#state.consecutiveFailures++;
       this.#listener.failed(error as Error);
       this.#afterCycle('failed');
       throw error;
@@ -276,10 +293,11 @@ export class SyncManager {
     this.#listener.onlineChanged(online, reason);
   }
 
-  #noteServerTime(serverTime: string | undefined): void {
+  // The server stamped its answer somewhere within the round trip: compare it with the local clock at the middle.
+  #noteServerTime(serverTime: string | undefined, roundTripMs: number): void {
     if (!serverTime) return;
     const server = Date.parse(serverTime);
-    if (!Number.isNaN(server)) this.#state.clockSkewMs = server - Date.now();
+    if (!Number.isNaN(server)) this.#state.clockSkewMs = Math.round(server - (Date.now() - roundTripMs / 2));
   }
 
   #fail(event: SyncErrorEvent): void {
@@ -306,7 +324,7 @@ export class SyncManager {
   }
 
   async #cycleOnce(signal: AbortSignal, patient: boolean): Promise<{ result: SyncResult; end: CycleEnd }> {
-    const started = Date.now();
+    const started = performance.now();
     const result: SyncResult = {
       sent: 0,
       acknowledged: 0,
@@ -318,7 +336,7 @@ export class SyncManager {
     };
     const finish = (end: CycleEnd) => {
       result.remaining = this.#storage.pendingCount();
-      result.durationMs = Date.now() - started;
+      result.durationMs = Math.round(performance.now() - started);
       if (result.acknowledged > 0 || result.deadLettered > 0) this.#listener.synced({ ...result });
       return { result, end };
     };
@@ -333,6 +351,7 @@ export class SyncManager {
       }
       this.#state.lastAttemptTime = new Date();
       result.sent += batch.count;
+      const sentAt = performance.now();
       let outcome: SendResult;
       try {
         outcome = await this.#transport.sendBatch(
@@ -359,9 +378,10 @@ export class SyncManager {
       switch (outcome.status) {
         case 'acknowledged': {
           this.#storage.acknowledge(batch.batchNo);
-          this.#noteServerTime(outcome.ack.serverTime);
+          this.#noteServerTime(outcome.ack.serverTime, performance.now() - sentAt);
           this.#setOnline(true, 'batch acknowledged');
           this.#state.lastSyncTime = new Date();
+          this.#state.lastSyncMonotonic = performance.now();
           this.#state.consecutiveFailures = 0;
           this.#state.authRefused = false;
           this.#sealLimit = Math.min(this.#settings.batchSize, this.#sealLimit * 2);
@@ -478,10 +498,11 @@ export class SyncManager {
   }
 
   async #probe(signal: AbortSignal): Promise<void> {
+    const sentAt = performance.now();
     try {
       const ping = await this.#transport.ping(signal);
       if (ping.reachable) {
-        this.#noteServerTime(ping.serverTime);
+        this.#noteServerTime(ping.serverTime, performance.now() - sentAt);
         this.#setOnline(true, 'cloud answered');
       } else this.#setOnline(false, ping.message);
     } catch (error) {

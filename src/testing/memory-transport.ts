@@ -10,7 +10,14 @@ export interface RecordedBatch {
   /** Bytes as sent (compressed when compression is on). */
   wireBytes: number;
   /** The batch decoded, whichever codec carried it. */
-  body: { deviceId: string; replicaId: string; batchNo: number; firstSeq: number; lastSeq: number; points: WirePoint[] };
+  body: {
+    deviceId: string;
+    replicaId: string;
+    batchNo: number;
+    firstSeq: number;
+    lastSeq: number;
+    points: WirePoint[];
+  };
 }
 
 /** Decides the outcome of a send; the default acknowledges everything. */

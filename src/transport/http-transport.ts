@@ -26,16 +26,42 @@ const describeError = (error: unknown): { code: 'timeout' | 'network'; message: 
  */
 export class HttpTransport implements Transport {
   readonly #http: KyInstance;
+  readonly #timeoutMs: number;
 
   constructor(options: HttpTransportOptions) {
     const prefixUrl = options.baseUrl.endsWith('/') ? options.baseUrl : `${options.baseUrl}/`;
+    this.#timeoutMs = options.timeoutMs ?? 30_000;
     this.#http = ky.create({
       prefixUrl,
-      timeout: options.timeoutMs ?? 30_000,
+      // ky's timeout stops at the response head; #bounded() also covers reading the body.
+      timeout: false,
       retry: 0,
       throwHttpErrors: false,
       headers: options.apiKey ? { authorization: `Bearer ${options.apiKey}` } : {},
     });
+  }
+
+  /**
+   * Runs one exchange, from connecting to the last byte of the answer, with a signal that aborts when the timeout
+   * passes (a `TimeoutError`) or when `signal` does. A plain timer, held until the exchange ends: an
+   * `AbortSignal.timeout()` inside `AbortSignal.any()` can be garbage-collected before it fires (nodejs/node#57736),
+   * and the exchange then waits forever.
+   */
+  async #bounded<T>(signal: AbortSignal | undefined, exchange: (signal: AbortSignal) => Promise<T>): Promise<T> {
+    const controller = new AbortController();
+    const timer = setTimeout(
+      () => controller.abort(new DOMException('request timed out', 'TimeoutError')),
+      this.#timeoutMs,
+    );
+    const onAbort = () => controller.abort(signal?.reason);
+    if (signal?.aborted) onAbort();
+    else signal?.addEventListener('abort', onAbort, { once: true });
+    try {
+      return await exchange(controller.signal);
+    } finally {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
+    }
   }
 
   async sendBatch(batch: OutgoingBatch, signal?: AbortSignal): Promise<SendResult> {
@@ -47,8 +73,10 @@ export class HttpTransport implements Transport {
     let response: Response;
     let text: string;
     try {
-      response = await this.#http.post('telemetry/batches', { body: batch.body, headers, signal });
-      text = await response.text();
+      [response, text] = await this.#bounded(signal, async (bounded) => {
+        const answer = await this.#http.post('telemetry/batches', { body: batch.body, headers, signal: bounded });
+        return [answer, await answer.text()] as const;
+      });
     } catch (error) {
       if (signal?.aborted) throw error;
       return { status: 'retryable', ...describeError(error) };
@@ -58,8 +86,15 @@ export class HttpTransport implements Transport {
 
   async ping(signal?: AbortSignal): Promise<PingResult> {
     try {
-      const response = await this.#http.get('health', { signal });
-      const body = (await response.json().catch(() => ({}))) as { serverTime?: unknown };
+      const [response, body] = await this.#bounded(signal, async (bounded) => {
+        const answer = await this.#http.get('health', { signal: bounded });
+        // A body cut short or not JSON is still an answer; one that stalls past the timeout is not.
+        const json = (await answer.json().catch((error: unknown) => {
+          if (bounded.aborted) throw error;
+          return {};
+        })) as { serverTime?: unknown };
+        return [answer, json] as const;
+      });
       if (response.status >= 500) return { reachable: false, message: `HTTP ${response.status}` };
       return typeof body.serverTime === 'string'
         ? { reachable: true, serverTime: body.serverTime }

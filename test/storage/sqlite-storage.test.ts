@@ -1,9 +1,9 @@
-import { existsSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import BetterSqlite3 from 'better-sqlite3';
 import { gunzipSync, strFromU8 } from 'fflate';
 import { describe, expect, it, vi } from 'vitest';
-import { isStorageError, SqliteStorage, type StorageError } from '../../src/index.js';
+import { isConfigError, isStorageError, SqliteStorage, type StorageError } from '../../src/index.js';
 import { MIGRATIONS } from '../../src/storage/migrations.js';
 import type { OutboxInsert, OutboxRow } from '../../src/storage/storage.js';
 import { encodeBatch } from '../../src/sync/batch-codec.js';
@@ -38,6 +38,50 @@ const seal = (storage: SqliteStorage, limit: number, compression: false | { leve
 
 const seqsOf = (body: Uint8Array, gzip = true) =>
   (JSON.parse(strFromU8(gzip ? gunzipSync(body) : body)) as { points: OutboxRow[] }).points.map((p) => p.seq);
+
+/** Makes a database at `path` holding `n` pending readings, closed again; returns its replicaId. */
+function makeDatabase(path: string, n = 200): string {
+  const storage = new SqliteStorage({ path });
+  storage.open();
+  storage.append(rows(n));
+  const id = storage.replicaId;
+  storage.close();
+  return id;
+}
+
+/** Flips the bits of one byte of a file. */
+function scribble(path: string, offset: number): void {
+  const bytes = readFileSync(path);
+  bytes[offset] = (bytes[offset] as number) ^ 0xa5;
+  writeFileSync(path, bytes);
+}
+
+/** Names of the files set aside next to `path`, oldest first. */
+const setAside = (path: string) =>
+  readdirSync(dirname(path))
+    .filter((name) => name.startsWith(`${basename(path)}.corrupt-`))
+    .sort();
+
+const PAGE = 4096;
+// Page 5 is the dead_letters table's root: damage there is invisible to the count(*) of the outbox that open()
+// always runs, and found only by quick_check.
+const DEAD_LETTERS_ROOT = 4 * PAGE;
+
+/** Appends `rows(chunk)` until the storage refuses; returns the StorageError and how many rows went in. */
+function fill(storage: SqliteStorage, chunk = 500): { error: StorageError; stored: number } {
+  let stored = 0;
+  for (let i = 0; i < 10_000; i++) {
+    try {
+      storage.append(rows(chunk, stored));
+      stored += chunk;
+    } catch (error) {
+      return { error: error as StorageError, stored };
+    }
+  }
+  throw new Error('the storage never filled up');
+}
+
+const pagesOf = (path: string) => readDb(path, (db) => db.pragma('page_count', { simple: true }) as number);
 
 describe('SqliteStorage', () => {
   describe('.open()', () => {
@@ -96,12 +140,13 @@ describe('SqliteStorage', () => {
       expect(readDb(path, (d) => d.pragma('user_version', { simple: true }))).toBe(MIGRATIONS.length + 1);
     });
 
-    it('refuses a file that is not a database with a StorageError', () => {
-      const path = tempDbPath();
-      writeFileSync(path, 'this is not a SQLite database, not even close to one; it is plain text.'.repeat(20));
-      expect(() => new SqliteStorage({ path }).open()).toThrow(
+    it('leaves a file alone when its folder cannot be made, and throws a StorageError', () => {
+      const file = join(tempDir(), 'a-file');
+      writeFileSync(file, 'not a folder');
+      expect(() => new SqliteStorage({ path: join(file, 'edge.db') }).open()).toThrow(
         expect.objectContaining({ name: 'StorageError', code: 'STORAGE_FAILED' }),
       );
+      expect(readFileSync(file, 'utf8')).toBe('not a folder');
     });
 
     it('keeps the same replicaId across reopen', () => {
@@ -332,6 +377,265 @@ describe('SqliteStorage', () => {
       const before = storage.sizeBytes();
       storage.append(rows(2000));
       expect(storage.sizeBytes()).toBeGreaterThan(before);
+    });
+  });
+
+  describe('.open() on a damaged file', () => {
+    it('sets a file that is not a database aside, untouched, and starts a new database in its place', () => {
+      const path = tempDbPath();
+      const text = 'this is not a SQLite database, not even close to one; it is plain text.'.repeat(20);
+      writeFileSync(path, text);
+      const storage = openStorage(path);
+      const report = storage.quarantined;
+      expect(report).toEqual({
+        path: expect.any(String),
+        reason: expect.stringMatching(/not a database/),
+        at: expect.any(Date),
+      });
+      expect(readFileSync(report?.path as string, 'utf8')).toBe(text);
+      expect(storage.replicaId).toMatch(/^[0-9a-f-]{36}$/);
+      expect(storage.append(rows(3))).toBe(1);
+      expect(readDb(path, (db) => db.prepare('SELECT count(*) FROM outbox').pluck().get())).toBe(3);
+    });
+
+    it('names the set-aside file <path>.corrupt-<ISO 8601 basic timestamp>', () => {
+      const path = tempDbPath();
+      writeFileSync(path, 'garbage'.repeat(100));
+      const before = Date.now();
+      const report = openStorage(path).quarantined;
+      expect(setAside(path)).toEqual([basename(report?.path as string)]);
+      expect(basename(report?.path as string)).toMatch(/^edge\.db\.corrupt-\d{8}T\d{6}\.\d{3}Z$/);
+      expect(report?.at.getTime()).toBeGreaterThanOrEqual(before);
+    });
+
+    it('moves the -wal and -shm files along with the main file, the WAL byte for byte', () => {
+      const path = tempDbPath();
+      writeFileSync(path, 'garbage'.repeat(100));
+      writeFileSync(`${path}-wal`, 'wal bytes');
+      writeFileSync(`${path}-shm`, 'shm bytes');
+      const moved = openStorage(path).quarantined?.path as string;
+      expect(readFileSync(`${moved}-wal`, 'utf8')).toBe('wal bytes');
+      // The -shm is only an index of the WAL, which SQLite rebuilds when it opens the file: moved, not kept as is.
+      expect(existsSync(`${moved}-shm`)).toBe(true);
+    });
+
+    it('sets aside a database whose pages fail quick_check, keeping what it held readable', () => {
+      const path = tempDbPath();
+      const oldId = makeDatabase(path, 300);
+      scribble(path, DEAD_LETTERS_ROOT + 1); // a bogus free-block pointer
+      const storage = openStorage(path);
+      expect(storage.quarantined?.reason).toMatch(/quick_check failed: .*page 5/);
+      expect(storage.replicaId).not.toBe(oldId);
+      expect(storage.pendingCount()).toBe(0);
+      // Damaged, not lost: the readings are still in the set-aside file for whoever wants to recover them.
+      expect(
+        readDb(storage.quarantined?.path as string, (db) => db.prepare('SELECT count(*) FROM outbox').pluck().get()),
+      ).toBe(300);
+    });
+
+    it('sets aside a database whose header holds an impossible schema version', () => {
+      const path = tempDbPath();
+      makeDatabase(path);
+      const db = new BetterSqlite3(path);
+      db.pragma('user_version = -7');
+      db.close();
+      expect(openStorage(path).quarantined?.reason).toMatch(/impossible schema version \(-7\)/);
+    });
+
+    it('sets aside a database whose header holds an unknown schema format', () => {
+      const path = tempDbPath();
+      makeDatabase(path);
+      scribble(path, 47); // the low byte of the schema format number, 1 to 4
+      expect(openStorage(path).quarantined?.reason).toMatch(/unsupported file format/);
+    });
+
+    it('sets aside a database whose schema text was damaged, which quick_check cannot see', () => {
+      const path = tempDbPath();
+      makeDatabase(path);
+      const bytes = readFileSync(path);
+      const at = bytes.indexOf('batch_no INTEGER PRIMARY KEY');
+      bytes.write('batch_nx', at); // still valid SQL, but no longer the table the statements use
+      writeFileSync(path, bytes);
+      expect(readDb(path, (db) => db.pragma('quick_check', { simple: true }))).toBe('ok');
+      expect(openStorage(path).quarantined?.reason).toMatch(
+        /schema of the table batches is not the one its migration made/,
+      );
+    });
+
+    it('leaves alone an index an operator added', () => {
+      const path = tempDbPath();
+      const id = makeDatabase(path);
+      const db = new BetterSqlite3(path);
+      db.exec('CREATE INDEX outbox_by_sensor ON outbox (sensor_id)');
+      db.close();
+      const storage = openStorage(path);
+      expect(storage.quarantined).toBeUndefined();
+      expect(storage.replicaId).toBe(id);
+    });
+
+    it('reports a quarantine after a restart while the set-aside file is there, and forgets it once it is gone', () => {
+      const path = tempDbPath();
+      writeFileSync(path, 'garbage'.repeat(100));
+      const first = new SqliteStorage({ path });
+      first.open();
+      const report = first.quarantined;
+      first.close();
+
+      const second = new SqliteStorage({ path });
+      second.open();
+      expect(second.quarantined).toEqual(report);
+      second.close();
+
+      rmSync(report?.path as string);
+      expect(openStorage(path).quarantined).toBeUndefined();
+    });
+
+    it('refuses, and leaves in place, a database it may only read', () => {
+      const path = tempDbPath();
+      makeDatabase(path);
+      const bytes = readFileSync(path);
+      bytes[18] = 3; // a write version this SQLite does not know: it will read the file but not write it
+      writeFileSync(path, bytes);
+      expect(() => new SqliteStorage({ path }).open()).toThrow(
+        expect.objectContaining({ name: 'StorageError', sqliteCode: 'SQLITE_READONLY' }),
+      );
+      expect(setAside(path)).toEqual([]);
+      expect(readFileSync(path).equals(bytes)).toBe(true);
+    });
+
+    it('leaves a database with a newer schema version where it is', () => {
+      const path = tempDbPath();
+      const db = new BetterSqlite3(path);
+      db.pragma(`user_version = ${MIGRATIONS.length + 1}`);
+      db.close();
+      expect(() => new SqliteStorage({ path }).open()).toThrow(/newer than this edge-gateway knows/);
+      expect(setAside(path)).toEqual([]);
+    });
+
+    it('with quickCheckMaxBytes 0, skips quick_check after a clean shutdown but runs it after an unclean one', () => {
+      const clean = tempDbPath();
+      makeDatabase(clean);
+      scribble(clean, DEAD_LETTERS_ROOT + 1);
+      const unchecked = new SqliteStorage({ path: clean, quickCheckMaxBytes: 0 });
+      unchecked.open();
+      defer(() => unchecked.close());
+      expect(unchecked.quarantined).toBeUndefined();
+
+      // An unclean shutdown: a copy of the files taken while a connection still had the database open.
+      const dir = tempDir();
+      const live = join(dir, 'live.db');
+      makeDatabase(live);
+      const holder = new BetterSqlite3(live);
+      holder.prepare("INSERT INTO meta (key, value) VALUES ('touched', '1')").run();
+      const crashed = join(dir, 'crashed.db');
+      writeFileSync(crashed, readFileSync(live));
+      writeFileSync(`${crashed}-wal`, readFileSync(`${live}-wal`));
+      holder.close();
+      scribble(crashed, DEAD_LETTERS_ROOT + 1);
+      const checked = new SqliteStorage({ path: crashed, quickCheckMaxBytes: 0 });
+      checked.open();
+      defer(() => checked.close());
+      expect(checked.quarantined?.reason).toMatch(/quick_check failed/);
+    });
+
+    it('never sets aside a healthy database, however often it is reopened', () => {
+      const path = tempDbPath();
+      const id = makeDatabase(path, 10);
+      for (let i = 0; i < 25; i++) {
+        const storage = new SqliteStorage({ path });
+        storage.open();
+        expect(storage.quarantined).toBeUndefined();
+        expect(storage.replicaId).toBe(id);
+        storage.append(rows(50, i * 50));
+        const batch = seal(storage, 40);
+        if (i % 2 === 0 && batch) storage.acknowledge(batch.batchNo);
+        storage.close();
+      }
+      expect(setAside(path)).toEqual([]);
+      expect(readDb(path, (db) => db.pragma('integrity_check', { simple: true }))).toBe('ok');
+    });
+  });
+
+  describe('maxSizeBytes', () => {
+    const MAX = 1024 * 1024;
+
+    it('refuses a limit below 1 MiB with a ConfigError naming the option', () => {
+      let error: unknown;
+      try {
+        new SqliteStorage({ path: tempDbPath(), maxSizeBytes: 64 * 1024 });
+      } catch (caught) {
+        error = caught;
+      }
+      expect(isConfigError(error)).toBe(true);
+      expect(String(error)).toMatch(/"maxSizeBytes" option to be an integer of at least 1048576/);
+    });
+
+    it('fails the append that would pass the limit with a StorageError saying so, and stores nothing of it', () => {
+      const path = tempDbPath();
+      const storage = new SqliteStorage({ path, maxSizeBytes: MAX });
+      storage.open();
+      defer(() => storage.close());
+      const { error, stored } = fill(storage);
+      expect(stored).toBeGreaterThan(1000);
+      expect(isStorageError(error)).toBe(true);
+      expect(error).toMatchObject({
+        sqliteCode: 'SQLITE_FULL',
+        message: expect.stringMatching(/database is full .*size limit of 1048576 bytes/),
+      });
+      expect(storage.pendingCount()).toBe(stored);
+      expect(readDb(path, (db) => db.prepare('SELECT count(*) FROM outbox').pluck().get())).toBe(stored);
+      expect(pagesOf(path) * PAGE).toBeLessThanOrEqual(MAX);
+    });
+
+    it('seals and acknowledges at the limit, and appends again into the room acknowledged batches freed', () => {
+      const path = tempDbPath();
+      const storage = new SqliteStorage({ path, maxSizeBytes: MAX });
+      storage.open();
+      defer(() => storage.close());
+      const { stored } = fill(storage, 100);
+      const batch = seal(storage, 500, false);
+      expect(batch?.count).toBe(500);
+      expect(storage.acknowledge(batch?.batchNo as number)).toBe(500);
+      expect(storage.append(rows(200, stored))).toBe(stored + 1);
+      expect(storage.pendingCount()).toBe(stored - 500 + 200);
+      expect(pagesOf(path) * PAGE).toBeLessThanOrEqual(MAX);
+      expect(readDb(path, (db) => db.pragma('integrity_check', { simple: true }))).toBe('ok');
+    });
+
+    it('seals fewer rows when a whole batch would not fit in the room kept for syncing', () => {
+      const storage = new SqliteStorage({ path: tempDbPath(), maxSizeBytes: MAX });
+      storage.open();
+      defer(() => storage.close());
+      const { stored } = fill(storage, 100);
+      // 2 KB of body per row: 1000 rows would take 2 MB, far past the limit.
+      const batch = storage.sealNext(1000, (_, batchRows) => ({
+        firstSeq: batchRows[0]?.seq as number,
+        lastSeq: batchRows.at(-1)?.seq as number,
+        count: batchRows.length,
+        body: new Uint8Array(batchRows.length * 2048).fill(7),
+        contentType: 'application/octet-stream',
+        contentEncoding: null,
+        hash: 'h',
+      }));
+      expect(batch?.count).toBeGreaterThan(0);
+      expect(batch?.count).toBeLessThan(1000);
+      expect(batch?.firstSeq).toBe(1);
+      expect(storage.acknowledge(batch?.batchNo as number)).toBe(batch?.count);
+      expect(storage.pendingCount()).toBe(stored - (batch?.count as number));
+    });
+
+    it('reports the space used against the limit through capacity()', () => {
+      expect(openStorage(tempDbPath()).capacity()).toBeUndefined();
+      const storage = new SqliteStorage({ path: tempDbPath(), maxSizeBytes: MAX });
+      storage.open();
+      defer(() => storage.close());
+      const empty = storage.capacity();
+      expect(empty?.limitBytes).toBeLessThan(MAX);
+      expect(empty?.limitBytes).toBeGreaterThan(0.9 * MAX);
+      fill(storage);
+      const full = storage.capacity();
+      expect(full?.usedBytes).toBeGreaterThan(0.95 * (full?.limitBytes as number));
+      expect(full?.usedBytes).toBeLessThanOrEqual(full?.limitBytes as number);
     });
   });
 
