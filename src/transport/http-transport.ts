@@ -43,21 +43,29 @@ export class HttpTransport implements Transport {
 
   /**
    * Runs one exchange, from connecting to the last byte of the answer, with a signal that aborts when the timeout
-   * passes (a `TimeoutError`) or when `signal` does. A plain timer, held until the exchange ends: an
-   * `AbortSignal.timeout()` inside `AbortSignal.any()` can be garbage-collected before it fires (nodejs/node#57736),
-   * and the exchange then waits forever.
+   * passes (a `TimeoutError`) or when `signal` does; the exchange's promise settles then at the latest. A plain
+   * timer, held until the exchange ends: an `AbortSignal.timeout()` inside `AbortSignal.any()` can be
+   * garbage-collected before it fires (nodejs/node#57736), and the exchange then waits forever.
    */
   async #bounded<T>(signal: AbortSignal | undefined, exchange: (signal: AbortSignal) => Promise<T>): Promise<T> {
     const controller = new AbortController();
-    const timer = setTimeout(
-      () => controller.abort(new DOMException('request timed out', 'TimeoutError')),
-      this.#timeoutMs,
-    );
-    const onAbort = () => controller.abort(signal?.reason);
+    let stop: (reason: unknown) => void = () => undefined;
+    const stopped = new Promise<never>((_, reject) => {
+      stop = reject;
+    });
+    stopped.catch(() => undefined);
+    const abort = (reason: unknown) => {
+      controller.abort(reason);
+      stop(reason);
+    };
+    const timer = setTimeout(() => abort(new DOMException('request timed out', 'TimeoutError')), this.#timeoutMs);
+    const onAbort = () => abort(signal?.reason);
     if (signal?.aborted) onAbort();
     else signal?.addEventListener('abort', onAbort, { once: true });
+    const work = exchange(controller.signal);
+    work.catch(() => undefined);
     try {
-      return await exchange(controller.signal);
+      return await Promise.race([work, stopped]);
     } finally {
       clearTimeout(timer);
       signal?.removeEventListener('abort', onAbort);
@@ -75,7 +83,7 @@ export class HttpTransport implements Transport {
     try {
       [response, text] = await this.#bounded(signal, async (bounded) => {
         const answer = await this.#http.post('telemetry/batches', { body: batch.body, headers, signal: bounded });
-        return [answer, await answer.text()] as const;
+        return [answer, await readText(answer, bounded)] as const;
       });
     } catch (error) {
       if (signal?.aborted) throw error;
@@ -89,11 +97,11 @@ export class HttpTransport implements Transport {
       const [response, body] = await this.#bounded(signal, async (bounded) => {
         const answer = await this.#http.get('health', { signal: bounded });
         // A body cut short or not JSON is still an answer; one that stalls past the timeout is not.
-        const json = (await answer.json().catch((error: unknown) => {
+        const text = await readText(answer, bounded).catch((error: unknown) => {
           if (bounded.aborted) throw error;
-          return {};
-        })) as { serverTime?: unknown };
-        return [answer, json] as const;
+          return '';
+        });
+        return [answer, (parseJson(text) ?? {}) as { serverTime?: unknown }] as const;
       });
       if (response.status >= 500) return { reachable: false, message: `HTTP ${response.status}` };
       return typeof body.serverTime === 'string'
@@ -107,6 +115,33 @@ export class HttpTransport implements Transport {
 
   async close(): Promise<void> {
     // fetch keeps no per-instance connection pool to release; nothing to do.
+  }
+}
+
+/**
+ * The body of `response` as text. Read with a reader of our own, cancelled when `signal` aborts: through ky, an abort
+ * does not always reach a body being read once the request's signals were garbage-collected, and a body that
+ * stalls after its head would hold the exchange (and its connection) until the socket gave up.
+ */
+async function readText(response: Response, signal: AbortSignal): Promise<string> {
+  if (!response.body) return '';
+  const reader = response.body.getReader();
+  const cancel = () => {
+    reader.cancel(signal.reason).catch(() => undefined);
+  };
+  if (signal.aborted) cancel();
+  else signal.addEventListener('abort', cancel, { once: true });
+  try {
+    const chunks: Uint8Array[] = [];
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      chunks.push(value);
+    }
+    signal.throwIfAborted();
+    return new TextDecoder().decode(Buffer.concat(chunks));
+  } finally {
+    signal.removeEventListener('abort', cancel);
   }
 }
 
