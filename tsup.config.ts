@@ -13,6 +13,4 @@ export default defineConfig({
   sourcemap: true,
   clean: true,
   splitting: true,
-  // ky is ESM-only: bundle it so that the CommonJS build works too.
-  noExternal: ['ky'],
 });
