@@ -36,16 +36,6 @@ const FIXED_AFTER_START = ['localDb', 'storage', 'durability', 'maxDatabaseSize'
 
 type Lifecycle = 'created' | 'starting' | 'running' | 'stopping' | 'stopped';
 
-const rowOf = (point: NormalizedPoint): OutboxInsert => ({
-  kind: 'reading',
-  sensorId: point.sensorId,
-  ts: point.ts,
-  value: point.value,
-  unit: point.unit,
-  tags: point.tags,
-  payload: null,
-});
-
 const emptyResult = (remaining: number): SyncResult => ({
   sent: 0,
   acknowledged: 0,
@@ -310,7 +300,7 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
     if (this.#options.processor) return this.#tracked(this.#process([normalized], 'sendData')).then((n) => n > 0);
     const full = this.#checkRoom(1);
     if (full) return Promise.reject(full);
-    return this.#commit.add(rowOf(normalized));
+    return this.#commit.add(normalized);
   }
 
   /**
@@ -335,7 +325,7 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
     if (this.#options.processor) return this.#tracked(this.#process(normalized, 'sendBatch'));
     const full = this.#checkRoom(normalized.length);
     if (full) return Promise.reject(full);
-    return this.#commit.addAll(normalized.map(rowOf)).then(() => normalized.length);
+    return this.#commit.addAll(normalized).then(() => normalized.length);
   }
 
   #tracked<T>(work: Promise<T>): Promise<T> {
@@ -356,7 +346,7 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
           for (const row of rowsFromResult(result, point)) rows.push(row);
         } catch (error) {
           failures.push({
-            ...rowOf(point),
+            ...point,
             seq: null,
             reason: (error as Error).message ?? String(error),
             source: processorName(processor),
@@ -579,7 +569,7 @@ function rowsFromResult(result: ProcessResult, source: NormalizedPoint): OutboxI
   if (result === null || result === undefined) return [];
   const items = Array.isArray(result) ? result : [result];
   return items.map((item: unknown) => {
-    if (isReading(item)) return rowOf(normalizePoint(item, source.ts));
+    if (isReading(item)) return normalizePoint(item, source.ts);
     if (typeof item !== 'object' || item === null) {
       throw new TypeError(`the processor returned ${typeof item}; expected a DataPoint, an object, an array or null`);
     }

@@ -36,10 +36,13 @@ const MAX_TS = 253402300799999;
 
 /**
  * The normalised, validated form of a reading, as stored and sent. `ts` is epoch milliseconds; `tags` is the
- * JSON text of the tags, or `null` when there are none.
+ * JSON text of the tags, or `null` when there are none. It has the shape of an outbox row, so that the hot path
+ * makes one object per reading, not two.
  * @internal
  */
 export interface NormalizedPoint {
+  kind: 'reading';
+  payload: null;
   sensorId: string;
   value: number;
   unit: string | null;
@@ -191,22 +194,27 @@ export function checkPoint(
   const tags = normalizeTags(point.tags, issues, index);
   if (issues.length !== before) return undefined;
   return {
+    kind: 'reading',
     sensorId: sensorId as string,
+    ts,
     value: value as number,
     unit: (unit as string | undefined) ?? null,
     tags,
-    ts,
+    payload: null,
   };
 }
+
+// Reused by normalizePoint(): it runs once per reading, synchronously, and needs a list only when input is bad.
+const scratch: ValidationIssue[] = [];
 
 /**
  * Validates one reading; throws {@link ValidationError} listing every problem.
  * @internal
  */
 export function normalizePoint(input: unknown, now?: number): NormalizedPoint {
-  const issues: ValidationIssue[] = [];
-  const point = checkPoint(input, issues, undefined, now);
-  if (point === undefined) throw new ValidationError(issues);
+  scratch.length = 0;
+  const point = checkPoint(input, scratch, undefined, now);
+  if (point === undefined) throw new ValidationError(scratch.splice(0));
   return point;
 }
 

@@ -7,15 +7,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import BetterSqlite3 from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
-import {
-  CloudServer,
-  type CloudStore,
-  type IncomingBatch,
-  type IngestOutcome,
-  SqliteCloudStore,
-  type StoredPoint,
-  type TelemetryQuery,
-} from '../../src/cloud/index.js';
+import { CloudServer, type CloudStore, type StoredPoint } from '../../src/cloud/index.js';
+import { mulberry32 } from '../chaos/lib/chaos-config.js';
+import { HookedCloudStore } from '../chaos/lib/crash-cloud-store.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const FIXTURE = fileURLToPath(new URL('../fixtures/crash-gateway.ts', import.meta.url));
@@ -53,18 +47,6 @@ afterEach(async () => {
   await Promise.all(servers.splice(0).map((server) => server.close()));
   for (const dir of dirs.splice(0)) rmSync(dir, { recursive: true, force: true });
 });
-
-/** mulberry32: a small seeded PRNG, so that a failing kill schedule can be replayed. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function tempDir(): string {
   const dir = mkdtempSync(join(tmpdir(), 'edge-gateway-crash-'));
@@ -231,51 +213,8 @@ function expectExactlyOnce(points: StoredPoint[], acked: readonly number[], repl
   }
 }
 
-/** The reference store, with a hook that runs once a chosen batch is committed, before the server answers. */
-class KillingStore implements CloudStore {
-  readonly #inner = new SqliteCloudStore(':memory:');
-  #countdown = 0;
-  #hook: (() => void) | undefined;
-
-  /** Runs `hook` right after the `nth` batch from now is stored. */
-  killAfter(nth: number, hook: () => void): void {
-    this.#countdown = nth;
-    this.#hook = hook;
-  }
-
-  lookup(key: string) {
-    return this.#inner.lookup(key);
-  }
-
-  async ingest(batch: IncomingBatch): Promise<IngestOutcome> {
-    const outcome = await this.#inner.ingest(batch);
-    if (this.#hook && outcome.kind === 'stored' && --this.#countdown === 0) {
-      const hook = this.#hook;
-      this.#hook = undefined;
-      hook();
-    }
-    return outcome;
-  }
-
-  noteReplay(key: string) {
-    return this.#inner.noteReplay(key);
-  }
-
-  query(q: TelemetryQuery) {
-    return this.#inner.query(q);
-  }
-
-  stats(deviceId?: string) {
-    return this.#inner.stats(deviceId);
-  }
-
-  close() {
-    return this.#inner.close();
-  }
-}
-
-async function startCloud(): Promise<{ server: CloudServer; store: KillingStore; db: string }> {
-  const store = new KillingStore();
+async function startCloud(): Promise<{ server: CloudServer; store: HookedCloudStore; db: string }> {
+  const store = new HookedCloudStore(':memory:');
   const server = await CloudServer.listen({ port: 0, host: '127.0.0.1', store, apiKeys: [API_KEY] });
   servers.push(server);
   return { server, store, db: join(tempDir(), 'gateway.db') };
@@ -364,7 +303,7 @@ describe('crash recovery', () => {
       runs.push(run * RUN_SPAN + 1);
       const child = await ingestUntilSyncing(db, server, store, runs[run] as number);
       // Killed inside the window that idempotency exists for: stored and committed by the cloud, not yet answered.
-      store.killAfter(1 + Math.floor(random() * 5), () => child.process.kill('SIGKILL'));
+      store.afterStored(1 + Math.floor(random() * 5), () => child.process.kill('SIGKILL'));
       await expectKilled(child);
       acked.push(...child.acked);
       replicas.add(replicaOf(child));
