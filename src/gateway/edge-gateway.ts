@@ -73,6 +73,8 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
   #stopping: Promise<void> | undefined;
   /** `performance.now()` at start: uptime and stall detection must not move with the wall clock. */
   #startedAt = 0;
+  /** When the queue last went from empty to not empty (monotonic ms): a stall is counted from there at the earliest. */
+  #pendingSince = 0;
   #storageFailure: { message: string; at: Date; full: boolean } | undefined;
   /** sendData/sendBatch calls still in the processor. */
   readonly #processing = new Set<Promise<unknown>>();
@@ -93,11 +95,13 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
     this.#resolver = this.#options.conflictResolver ?? lastWriteWins;
     if (this.#options.conflictResolver) this.#strategy = 'custom';
     this.#commit = new GroupCommit((rows, dead) => this.#commitRows(rows, dead));
-    if (this.#options.processor) {
-      DataProcessor.attach(this.#options.processor, (alert) => {
-        this.emit('alert', alert);
-      });
-    }
+    this.#attachProcessor();
+  }
+
+  // Gives a DataProcessor its alert sink: in the constructor, and again when configure() sets a new processor.
+  #attachProcessor(): void {
+    if (!this.#options.processor) return;
+    DataProcessor.attach(this.#options.processor, (alert) => this.#guarded('alert', () => this.emit('alert', alert)));
   }
 
   /** The options in force, after defaults. */
@@ -156,7 +160,7 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
       `The local database was damaged (${report.reason}); it was moved to ${report.path} at ${report.at.toISOString()} and a new one was started. Readings it held that the cloud had not acknowledged are only in that file.`,
     );
     this.#logger.error({ err: error, quarantined: report.path, reason: report.reason }, error.message);
-    if (this.listenerCount('error') > 0) this.emit('error', error);
+    if (this.listenerCount('error') > 0) this.#guarded('error', () => this.emit('error', error));
   }
 
   #startSync(): void {
@@ -189,22 +193,32 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
     };
   }
 
+  // A host's listener that throws must not stop the sync loop, which calls these from inside its cycle.
+  #guarded(what: string, emit: () => void): void {
+    try {
+      emit();
+    } catch (error) {
+      this.#logger.error({ err: error, event: what }, `a '${what}' listener threw; the gateway carries on`);
+    }
+  }
+
   #syncListener(): SyncListener {
     return {
       onlineChanged: (online, reason) => {
         this.#logger.info({ online, reason }, online ? 'cloud reachable' : 'cloud unreachable');
-        if (online) this.emit('online');
-        else this.emit('offline', { reason });
+        this.#guarded(online ? 'online' : 'offline', () =>
+          online ? this.emit('online') : this.emit('offline', { reason }),
+        );
       },
       synced: (result) => {
         // Acknowledged batches freed room: a database that was full takes readings again.
         if (result.acknowledged > 0 && this.#storageFailure?.full) this.#storageFailure = undefined;
-        this.emit('sync', result);
+        this.#guarded('sync', () => this.emit('sync', result));
       },
-      syncError: (event) => this.emit('sync-error', event),
+      syncError: (event) => this.#guarded('sync-error', () => this.emit('sync-error', event)),
       deadLettered: (count, message) => {
         this.#logger.warn({ count, message }, 'the cloud refused readings; they are kept in the dead letters');
-        this.emit('dropped', { reason: 'rejected-by-cloud', count, message });
+        this.#guarded('dropped', () => this.emit('dropped', { reason: 'rejected-by-cloud', count, message }));
       },
       failed: (error) => this.#backgroundError(error),
     };
@@ -216,7 +230,7 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
       this.#storageFailure = { message: error.message, at: new Date(), full: error.sqliteCode === 'SQLITE_FULL' };
     }
     // An 'error' event without a listener would throw into the host; background failures never do.
-    if (this.listenerCount('error') > 0) this.emit('error', error);
+    if (this.listenerCount('error') > 0) this.#guarded('error', () => this.emit('error', error));
   }
 
   /**
@@ -265,6 +279,7 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
   }
 
   #commitRows(rows: OutboxInsert[], dead: DeadLetterInsert[]): void {
+    const wasEmpty = this.#storage.pendingCount() === 0;
     try {
       this.#storage.append(rows, dead);
     } catch (error) {
@@ -272,6 +287,7 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
       throw error;
     }
     this.#storageFailure = undefined;
+    if (rows.length > 0 && wasEmpty) this.#pendingSince = performance.now();
     if (rows.length > 0) this.#sync?.noteIntake();
   }
 
@@ -376,7 +392,8 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
 
   /**
    * Syncs now, whatever the schedule or backoff says, after committing what is waiting. Resolves with what the
-   * cycle did; failures are in the result and the `sync-error` event, not thrown.
+   * cycle did; failures to reach or satisfy the cloud are in the result and the `sync-error` event, not thrown.
+   * It rejects only when the local database fails (`StorageError`).
    */
   async forceSync(): Promise<SyncResult> {
     const refused = this.#inputError('forceSync');
@@ -433,7 +450,10 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
     else if (this.#sync && status.running && pending > 0) {
       const stallMs = Math.max(3 * this.#options.syncInterval * 1000, 60_000);
       // Monotonic: a wall clock stepped forwards (NTP, a dead RTC battery fixed) is not a stall.
-      const sinceMs = performance.now() - (this.#sync.state.lastSyncMonotonic ?? this.#startedAt);
+      // Since the last acknowledgement, or since readings began waiting if that is later: a quiet hour followed by
+      // one reading is not a stall.
+      const sinceMs =
+        performance.now() - Math.max(this.#sync.state.lastSyncMonotonic ?? this.#startedAt, this.#pendingSince);
       if (!status.isOnline) degrade(`the cloud is unreachable; ${pending} reading(s) queued`);
       else if (sinceMs > stallMs) {
         degrade(
@@ -474,8 +494,8 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
   }
 
   /**
-   * Changes options at run time, validated as in the constructor. `localDb`, `storage` and `durability` cannot
-   * change after `start()`. A new `cloudUrl`, `apiKey`, `connectionTimeout` or `transport` takes effect at the
+   * Changes options at run time, validated as in the constructor. `localDb`, `storage`, `durability` and `maxDatabaseSize`
+   * cannot change after `start()`. A new `cloudUrl`, `apiKey`, `connectionTimeout` or `transport` takes effect at the
    * next request, and clears an API-key refusal.
    */
   configure(options: Partial<EdgeGatewayOptions>): void {
@@ -490,6 +510,7 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
     const previous = this.#options;
     this.#input = merged;
     this.#options = next;
+    if (next.processor !== previous.processor) this.#attachProcessor();
     if (this.#lifecycle !== 'running') return;
     const transportChanged =
       next.transport !== previous.transport ||

@@ -380,7 +380,7 @@ export function encodeCompactRaw(
   const rowSeries: number[] = [];
   for (const row of rows) {
     const kind = row.payload === null ? KIND_READING : KIND_PROCESSED;
-    const key = `${kind}\u0000${row.sensorId}\u0000${row.unit ?? '\u0001'}\u0000${row.tags ?? '\u0001'}`;
+    const key = JSON.stringify([kind, row.sensorId, row.unit, row.tags]);
     let at = index.get(key);
     if (at === undefined) {
       at = series.length;

@@ -88,6 +88,11 @@ export class DataPoint implements DataPointInput {
   }
 }
 
+// A lone UTF-16 surrogate is not Unicode: it cannot travel as UTF-8, and would arrive altered.
+const LONE_SURROGATE = /\p{Cs}/u;
+const illFormed = (value: string) => LONE_SURROGATE.test(value);
+const NOT_UNICODE = 'contains an unpaired surrogate, which is not valid Unicode';
+
 const describe = (value: unknown): string => {
   if (typeof value === 'string') return JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value);
   if (typeof value === 'number') return String(value);
@@ -133,8 +138,11 @@ function normalizeTags(tags: unknown, issues: ValidationIssue[], index: number |
         message: `tag keys must have 1 to ${DATA_POINT_LIMITS.tagKeyLength} characters, got ${describe(key)}`,
       });
     }
+    if (illFormed(key)) issues.push({ index, field: 'tags', message: `a tag key ${NOT_UNICODE}` });
     if (typeof value !== 'string') {
       issues.push({ index, field: `tags.${key}`, message: `expected a string, got ${describe(value)}` });
+    } else if (illFormed(value)) {
+      issues.push({ index, field: `tags.${key}`, message: NOT_UNICODE });
     } else if (value.length > DATA_POINT_LIMITS.tagValueLength) {
       issues.push({
         index,
@@ -174,7 +182,7 @@ export function checkPoint(
       field: 'sensorId',
       message: `expected a string of 1 to ${DATA_POINT_LIMITS.sensorIdLength} characters, got ${describe(sensorId)}`,
     });
-  }
+  } else if (illFormed(sensorId)) issues.push({ index, field: 'sensorId', message: NOT_UNICODE });
   if (typeof value !== 'number' || !Number.isFinite(value)) {
     issues.push({ index, field: 'value', message: `expected a finite number, got ${describe(value)}` });
   }
@@ -185,6 +193,7 @@ export function checkPoint(
       message: `expected a string of at most ${DATA_POINT_LIMITS.unitLength} characters, got ${describe(unit)}`,
     });
   }
+  if (typeof unit === 'string' && illFormed(unit)) issues.push({ index, field: 'unit', message: NOT_UNICODE });
   let ts = now;
   if (timestamp !== undefined && timestamp !== null) {
     const parsed = parseTimestamp(timestamp);

@@ -184,7 +184,6 @@ export class SyncManager {
    */
   async syncNow(signal?: AbortSignal): Promise<SyncResult> {
     this.#wake.abort();
-    this.#wake = new AbortController();
     while (this.#cycle) {
       // The wait for a request in flight counts against `signal` too: stop() must not outlast its stopTimeout.
       await (signal
@@ -192,6 +191,8 @@ export class SyncManager {
         : this.#cycle.catch(() => undefined));
       signal?.throwIfAborted();
     }
+    // Renewed only now: a cycle that was mid-request above must find the old one aborted when it goes to sleep.
+    this.#wake = new AbortController();
     this.#clearTimer();
     return this.#run(signal, false);
   }
@@ -246,8 +247,11 @@ export class SyncManager {
       // as a failure, so that the wait grows: on a full disk the cloud answers every resend, and only the local
       // acknowledgement fails, until space returns.
       this.#state.consecutiveFailures++;
-      this.#listener.failed(error as Error);
-      this.#afterCycle('failed');
+      try {
+        this.#listener.failed(error as Error);
+      } finally {
+        this.#afterCycle('failed');
+      }
       throw error;
     } finally {
       this.#cycle = undefined;
@@ -375,6 +379,14 @@ export class SyncManager {
         outcome = { status: 'retryable', code: 'network', message: (error as Error).message };
       }
 
+      if (outcome.status === 'acknowledged' && outcome.ack.ackThroughBatchNo < batch.batchNo) {
+        // An answer for another batch (a caching proxy, a confused server) acknowledges nothing of this one.
+        outcome = {
+          status: 'retryable',
+          code: 'server',
+          message: `the cloud acknowledged batch ${outcome.ack.ackThroughBatchNo} for batch ${batch.batchNo}`,
+        };
+      }
       switch (outcome.status) {
         case 'acknowledged': {
           this.#storage.acknowledge(batch.batchNo);

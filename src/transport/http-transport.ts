@@ -202,7 +202,10 @@ export function interpret(answer: Answer): SendResult {
   if (status === 401 || status === 403) return { status: 'unauthorized', httpStatus: status, message };
   if (status === 409) return { status: 'conflict', message };
   if (status === 415) return { status: 'unsupported', httpStatus: status, message };
-  if (status === 400 || status === 413 || status === 422) {
+  // A refusal of the batch's content: 413 from anyone (halving helps), 400/422 only in the protocol's own error
+  // format. A proxy's or firewall's 400 page says nothing about the readings: dead-lettering on it would empty the
+  // queue into the dead letters, so it is retried like a server failure.
+  if (status === 413 || ((status === 400 || status === 422) && error.success)) {
     const rejected = error.success ? error.data.rejected : undefined;
     return rejected
       ? { status: 'rejected', httpStatus: status, message, rejected }

@@ -202,3 +202,13 @@ describe('DataPoint', () => {
     });
   });
 });
+
+describe('DataPoint and Unicode', () => {
+  it('refuses lone surrogates in sensorId, unit and tags, which UTF-8 cannot carry unaltered', () => {
+    const error = refusal({ sensorId: 'a\uD800b', value: 1, unit: '\uDC00', tags: { k: 'x\uD83D' } });
+    expect(error.issues.map((i) => i.field)).toEqual(['sensorId', 'unit', 'tags.k']);
+    expect(new DataPoint({ sensorId: 'température 🌡', value: 1, tags: { lieu: 'entrepôt' } }).sensorId).toBe(
+      'température 🌡',
+    );
+  });
+});
