@@ -75,7 +75,8 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
   #startedAt = 0;
   /** When the queue last went from empty to not empty (monotonic ms): a stall is counted from there at the earliest. */
   #pendingSince = 0;
-  #storageFailure: { message: string; at: Date; full: boolean } | undefined;
+  /** The last write the database refused; `side` says whose, and so which success clears it. */
+  #storageFailure: { message: string; at: Date; full: boolean; side: 'intake' | 'sync' } | undefined;
   /** sendData/sendBatch calls still in the processor. */
   readonly #processing = new Set<Promise<unknown>>();
   #cpu = { usage: process.cpuUsage(), at: performance.now() };
@@ -212,7 +213,9 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
       },
       synced: (result) => {
         // Acknowledged batches freed room: a database that was full takes readings again.
-        if (result.acknowledged > 0 && this.#storageFailure?.full) this.#storageFailure = undefined;
+        // A refused sync-side write is over once a batch is acknowledged (its writes went through).
+        const failure = this.#storageFailure;
+        if (result.acknowledged > 0 && (failure?.full || failure?.side === 'sync')) this.#storageFailure = undefined;
         this.#guarded('sync', () => this.emit('sync', result));
       },
       syncError: (event) => this.#guarded('sync-error', () => this.emit('sync-error', event)),
@@ -220,14 +223,15 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
         this.#logger.warn({ count, message }, 'the cloud refused readings; they are kept in the dead letters');
         this.#guarded('dropped', () => this.emit('dropped', { reason: 'rejected-by-cloud', count, message }));
       },
-      failed: (error) => this.#backgroundError(error),
+      failed: (error) => this.#backgroundError(error, 'sync'),
     };
   }
 
-  #backgroundError(error: Error): void {
+  #backgroundError(error: Error, side: 'intake' | 'sync' = 'intake'): void {
     this.#logger.error({ err: error }, error.message);
     if (error instanceof StorageError) {
-      this.#storageFailure = { message: error.message, at: new Date(), full: error.sqliteCode === 'SQLITE_FULL' };
+      const full = error.sqliteCode === 'SQLITE_FULL';
+      this.#storageFailure = { message: error.message, at: new Date(), full, side };
     }
     // An 'error' event without a listener would throw into the host; background failures never do.
     if (this.listenerCount('error') > 0) this.#guarded('error', () => this.emit('error', error));
@@ -286,7 +290,8 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
       this.#backgroundError(error as Error);
       throw error;
     }
-    this.#storageFailure = undefined;
+    // An intake write went through: an intake failure is over; a sync-side one is not, until a batch is acknowledged.
+    if (this.#storageFailure?.side === 'intake') this.#storageFailure = undefined;
     if (rows.length > 0 && wasEmpty) this.#pendingSince = performance.now();
     if (rows.length > 0) this.#sync?.noteIntake();
   }

@@ -1,10 +1,11 @@
 import { describe, expect, it, vi } from 'vitest';
-import { type DataPoint, DataProcessor } from '../../src/index.js';
+import { type DataPoint, DataProcessor, SqliteStorage, StorageError } from '../../src/index.js';
 import { MemoryTransport, startCloudServer } from '../../src/testing/index.js';
 import { HttpTransport } from '../../src/transport/http-transport.js';
 import { defer } from '../helpers/cleanup.js';
 import { createGateway, readings } from '../helpers/gateway.js';
 import { startTestServer } from '../helpers/http.js';
+import { tempDbPath } from '../helpers/temp-dir.js';
 import { waitFor } from '../helpers/wait-for.js';
 
 async function cloud() {
@@ -134,5 +135,34 @@ describe('HttpTransport', () => {
       idempotencyKey: 'r:1',
     });
     expect(result).toMatchObject({ status: 'retryable', code: 'server', httpStatus: 400 });
+  });
+});
+
+describe('EdgeGateway health after a refused acknowledgement', () => {
+  /** The real SQLite storage, whose acknowledgements fail while `refuse` is set (an I/O error on the sync side). */
+  class FlakyAckStorage extends SqliteStorage {
+    refuse = false;
+
+    override acknowledge(batchNo: number): number {
+      if (this.refuse) throw new StorageError('disk I/O error (simulated)');
+      return super.acknowledge(batchNo);
+    }
+  }
+
+  it('stays unhealthy while intake works but acknowledging fails, and recovers once a batch is acknowledged', async () => {
+    const storage = new FlakyAckStorage({ path: tempDbPath() });
+    const transport = new MemoryTransport();
+    const gateway = createGateway({ storage, transport });
+    await gateway.start();
+    storage.refuse = true;
+    await gateway.sendData({ sensorId: 's', value: 1 });
+    await expect(gateway.forceSync()).rejects.toThrow(/disk I\/O error/);
+    await gateway.sendData({ sensorId: 's', value: 2 }); // intake still works
+    const health = gateway.healthCheck();
+    expect(health.status).toBe('unhealthy');
+    expect(health.reasons.join(' ')).toMatch(/refused a write/);
+    storage.refuse = false;
+    expect((await gateway.forceSync()).acknowledged).toBe(2);
+    expect(gateway.healthCheck().status).toBe('healthy');
   });
 });
