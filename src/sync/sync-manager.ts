@@ -43,7 +43,6 @@ export interface SyncState {
   lastSyncTime: Date | null;
   /** `performance.now()` when the cloud last acknowledged a batch: what durations since then are measured from. */
   lastSyncMonotonic: number | null;
-  lastAttemptTime: Date | null;
   failedSyncCount: number;
   consecutiveFailures: number;
   authRefused: boolean;
@@ -103,7 +102,6 @@ export class SyncManager {
     isOnline: false,
     lastSyncTime: null,
     lastSyncMonotonic: null,
-    lastAttemptTime: null,
     failedSyncCount: 0,
     consecutiveFailures: 0,
     authRefused: false,
@@ -126,10 +124,6 @@ export class SyncManager {
     const due = this.#dueAt;
     const nextSyncAt = due === undefined ? null : new Date(Date.now() + Math.max(0, due - performance.now()));
     return { ...this.#state, nextSyncAt };
-  }
-
-  get transport(): Transport {
-    return this.#transport;
   }
 
   /** Starts the loop; the first cycle runs at once, to drain what was queued before a restart. */
@@ -353,7 +347,6 @@ export class SyncManager {
         if (result.sent === 0) await this.#probe(signal);
         return finish(signal.aborted ? 'aborted' : 'drained');
       }
-      this.#state.lastAttemptTime = new Date();
       result.sent += batch.count;
       const sentAt = performance.now();
       let outcome: SendResult;
