@@ -1,0 +1,130 @@
+import { z } from 'zod';
+
+/**
+ * The records half of the sync protocol (DESIGN §4, docs/protocol.md): shared records pushed as mutations and
+ * pulled as changes. Shared by the gateway and the reference cloud server; the server enforces these schemas.
+ */
+
+/** Limits on a record's names and size, the same on both sides. */
+export const RECORD_LIMITS = {
+  collectionLength: 128,
+  keyLength: 512,
+  /** Largest value as JSON, in bytes. */
+  valueBytes: 256 * 1024,
+  /** Most mutations in one push. */
+  mutationsPerPush: 500,
+  /** Most changes in one pull page. */
+  changesPerPull: 1000,
+} as const;
+
+/** `[A-Za-z0-9_.-]`: collections appear in URL paths. */
+const collectionSchema = z
+  .string()
+  .min(1)
+  .max(RECORD_LIMITS.collectionLength)
+  .regex(/^[A-Za-z0-9_.-]+$/, 'letters, digits, "_", "." and "-" only');
+const keySchema = z.string().min(1).max(RECORD_LIMITS.keyLength);
+/** A hybrid logical clock stamp as written by {@link formatHlc}: 15-digit ms, '-', 6-digit counter. */
+export const hlcSchema = z.string().regex(/^\d{15}-\d{6}$/, 'a hybrid logical clock stamp (000000000000000-000000)');
+
+export const recordMutationSchema = z.strictObject({
+  /** Unique per mutation: `{replicaId}:{local id}`. The server stores its outcome under it. */
+  mid: z.string().min(1).max(128),
+  collection: collectionSchema,
+  key: keySchema,
+  op: z.enum(['put', 'delete']),
+  /** The new value (put only); any JSON. */
+  value: z.unknown().optional(),
+  /** The cloud version the edit was made on; 0 when the edge has never seen the record. */
+  baseVersion: z.number().int().nonnegative(),
+  hlc: hlcSchema,
+});
+export type RecordMutation = z.infer<typeof recordMutationSchema>;
+
+export const pushRequestSchema = z.strictObject({
+  deviceId: z.string().min(1).max(256),
+  replicaId: z.string().min(1).max(64),
+  mutations: z.array(recordMutationSchema).min(1).max(RECORD_LIMITS.mutationsPerPush),
+});
+export type PushRequest = z.infer<typeof pushRequestSchema>;
+
+/** A record as the cloud holds it (and as a pull returns it). A deleted record is a tombstone: `value` null. */
+export const cloudRecordSchema = z.object({
+  collection: z.string(),
+  key: z.string(),
+  value: z.unknown(),
+  deleted: z.boolean(),
+  /** Counts up by one on every applied change; 0 means the record never existed. */
+  version: z.number().int().nonnegative(),
+  hlc: hlcSchema,
+  /** The replica id that wrote it, or `cloud` for an edit through `PUT /records/...`. */
+  origin: z.string(),
+});
+export type CloudRecord = z.infer<typeof cloudRecordSchema>;
+
+/**
+ * The outcome of one mutation. `applied`: stored at `version` with `hlc` (the server's restamp when the edge's
+ * clock was too far ahead). `conflict`: `baseVersion` was not the current version; `current` is the cloud's
+ * record. `rejected`: invalid, never applicable; `reason` says why.
+ */
+export const mutationResultSchema = z.discriminatedUnion('status', [
+  z.object({
+    mid: z.string(),
+    status: z.literal('applied'),
+    version: z.number().int().positive(),
+    hlc: hlcSchema,
+    restamped: z.boolean().optional(),
+  }),
+  z.object({ mid: z.string(), status: z.literal('conflict'), current: cloudRecordSchema }),
+  z.object({ mid: z.string(), status: z.literal('rejected'), reason: z.string() }),
+]);
+export type MutationResult = z.infer<typeof mutationResultSchema>;
+
+export const pushResponseSchema = z.object({
+  results: z.array(mutationResultSchema),
+  serverTime: z.string(),
+});
+export type PushResponse = z.infer<typeof pushResponseSchema>;
+
+/** One change of a pull page: the record's state after the change, and the server sequence it got. */
+export const recordChangeSchema = cloudRecordSchema.extend({ seq: z.number().int().positive() });
+export type RecordChange = z.infer<typeof recordChangeSchema>;
+
+export const pullResponseSchema = z.object({
+  changes: z.array(recordChangeSchema),
+  /** Pass back as `cursor` for the next page; the `seq` of the last change, or the request's cursor. */
+  cursor: z.number().int().nonnegative(),
+  hasMore: z.boolean(),
+  serverTime: z.string(),
+});
+export type PullResponse = z.infer<typeof pullResponseSchema>;
+
+/** Body of `PUT /records/{collection}/{key}`: a cloud-side edit. `deleted: true` makes a tombstone. */
+export const cloudEditSchema = z.strictObject({
+  value: z.unknown().optional(),
+  deleted: z.boolean().optional(),
+});
+
+export { collectionSchema as recordCollectionSchema, keySchema as recordKeySchema };
+
+const HLC_MS_DIGITS = 15;
+const HLC_COUNTER_DIGITS = 6;
+/** Largest logical counter; past it the clock waits for the physical time to move (never happens in practice). */
+export const HLC_MAX_COUNTER = 999_999;
+
+/** A hybrid logical clock reading (Kulkarni et al. 2014): physical ms and a logical counter. */
+export interface HlcStamp {
+  readonly ms: number;
+  readonly counter: number;
+}
+
+/** Fixed-width text, so that stamps compare as strings in the same order as in time. */
+export function formatHlc(stamp: HlcStamp): string {
+  return `${String(stamp.ms).padStart(HLC_MS_DIGITS, '0')}-${String(stamp.counter).padStart(HLC_COUNTER_DIGITS, '0')}`;
+}
+
+export function parseHlc(text: string): HlcStamp {
+  const match = /^(\d{15})-(\d{6})$/.exec(text);
+  if (!match) throw new RangeError(`not a hybrid logical clock stamp: ${JSON.stringify(text)}`);
+  return { ms: Number(match[1]), counter: Number(match[2]) };
+}
