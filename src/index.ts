@@ -43,6 +43,7 @@ export type {
   SealInput,
   Storage,
   StorageCapacity,
+  UnsealedRead,
 } from './storage/storage.js';
 export type { ConflictResolver, ConflictStrategy, Resolution, SyncRecord } from './sync/conflict-resolver.js';
 export type { SyncStrategy } from './sync/sync-manager.js';

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { parseEnv } from 'node:util';
 import { z } from 'zod';
 import { ConfigError } from '../errors.js';
-import type { EdgeGatewayOptions } from '../gateway/options.js';
+import { type EdgeGatewayOptions, MAX_WORKER_THREADS } from '../gateway/options.js';
 
 const bool = z
   .string()
@@ -34,7 +34,7 @@ export const envSchema = z.object({
   COMPRESSION_ENABLED: optional(bool),
   COMPRESSION_LEVEL: optional(int(1, 9)),
   BATCH_SIZE: optional(int(1, 10_000)),
-  WORKER_THREADS: optional(int(0, 64)),
+  WORKER_THREADS: optional(int(0, MAX_WORKER_THREADS)),
   SYNC_STRATEGY: optional(z.enum(['adaptive', 'fixed-interval', 'on-change'])),
   DURABILITY: optional(z.enum(['full', 'normal'])),
   LOG_LEVEL: z
@@ -49,12 +49,7 @@ export const envSchema = z.object({
 export type EnvConfig = z.output<typeof envSchema>;
 
 /** Variables accepted for compatibility with the original spec whose features are not built yet. */
-const NOT_YET = [
-  'ENABLE_LOCAL_ANALYTICS',
-  'AGGREGATION_WINDOW_SECONDS',
-  'DATA_RETENTION_DAYS',
-  'WORKER_THREADS',
-] as const;
+const NOT_YET = ['ENABLE_LOCAL_ANALYTICS', 'AGGREGATION_WINDOW_SECONDS', 'DATA_RETENTION_DAYS'] as const;
 
 /**
  * Reads the `.env` file at `path` (when it exists) under the process environment: a variable set in the
@@ -107,6 +102,7 @@ export function gatewayOptionsFrom(config: EnvConfig): EdgeGatewayOptions {
   if (config.BATCH_SIZE) options.batchSize = config.BATCH_SIZE;
   if (config.SYNC_STRATEGY) options.syncStrategy = config.SYNC_STRATEGY;
   if (config.DURABILITY) options.durability = config.DURABILITY;
+  if (config.WORKER_THREADS !== undefined) options.workerThreads = config.WORKER_THREADS;
   if (config.COMPRESSION_ENABLED === false) options.compression = false;
   else if (config.COMPRESSION_LEVEL) options.compression = { level: config.COMPRESSION_LEVEL };
   return options;

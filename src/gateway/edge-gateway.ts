@@ -21,6 +21,7 @@ import { DataProcessor, type Processor, type ProcessResult } from '../processing
 import { SqliteStorage } from '../storage/sqlite-storage.js';
 import type { DeadLetter, DeadLetterInsert, OutboxInsert, Storage } from '../storage/storage.js';
 import { type ConflictResolver, type ConflictStrategy, lastWriteWins, resolverFor } from '../sync/conflict-resolver.js';
+import { type EncoderPool, encoderFor } from '../sync/encoder-pool.js';
 import { type SyncListener, SyncManager, type SyncSettings } from '../sync/sync-manager.js';
 import type { SyncResult } from '../sync/sync-result.js';
 import { HttpTransport } from '../transport/http-transport.js';
@@ -66,6 +67,8 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
   readonly #commit: GroupCommit;
   #transport: Transport | undefined;
   #sync: SyncManager | undefined;
+  /** Encoder threads (`workerThreads`), or none. */
+  #encoder: EncoderPool | undefined;
   #resolver: ConflictResolver;
   #strategy: ConflictStrategy = 'last-write-wins';
   #lifecycle: Lifecycle = 'created';
@@ -96,6 +99,7 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
     this.#resolver = this.#options.conflictResolver ?? lastWriteWins;
     if (this.#options.conflictResolver) this.#strategy = 'custom';
     this.#commit = new GroupCommit((rows, dead) => this.#commitRows(rows, dead));
+    this.#encoder = encoderFor(undefined, this.#options.workerThreads, this.#logger);
     this.#attachProcessor();
   }
 
@@ -191,6 +195,7 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
       maxRetryAttempts: o.maxRetryAttempts,
       initialBackoffMs: o.initialBackoff * 1000,
       maxBackoffMs: o.maxBackoff * 1000,
+      encoder: this.#encoder,
     };
   }
 
@@ -267,6 +272,7 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
         await sync.syncNow(deadline).catch(() => undefined);
       }
       await sync?.stop();
+      await this.#encoder?.close();
       await this.#transport?.close().catch((error: unknown) => this.#backgroundError(error as Error));
       this.#commit.flush(); // what a processor finished meanwhile
       this.#storage.close();
@@ -516,6 +522,7 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
     this.#input = merged;
     this.#options = next;
     if (next.processor !== previous.processor) this.#attachProcessor();
+    this.#encoder = encoderFor(this.#encoder, next.workerThreads, this.#logger);
     if (this.#lifecycle !== 'running') return;
     const transportChanged =
       next.transport !== previous.transport ||

@@ -42,6 +42,16 @@ export interface EdgeGatewayOptions {
   /** Compress batch bodies (gzip for JSON, deflate inside the compact codec); `true` means level 6. @default true */
   compression?: boolean | { level: number };
   /**
+   * Worker threads that encode and compress batches off the event loop, 0 to 16; 0 encodes on the event loop.
+   * They take only gzip'd JSON batches of 1000 readings or more (`wireFormat: 'json'`, compression on, a large
+   * `batchSize`), the only ones whose encoding costs the event loop much more than handing their rows to a thread;
+   * a compact batch costs less to encode than to hand over (docs/benchmarks.md, "Event loop"). A thread starts with
+   * the first batch it takes, so a setting that never meets one costs nothing. The sync loop encodes one batch at a
+   * time, so one thread does all the work today.
+   * @default 0
+   */
+  workerThreads?: number;
+  /**
    * Most readings kept waiting for the cloud. When full, `sendData()` rejects with `QueueFullError` and the
    * refusal is counted and emitted as `dropped`. @default 1000000
    */
@@ -92,6 +102,9 @@ const hasMethods =
     value !== null &&
     methods.every((m) => typeof (value as Record<string, unknown>)[m] === 'function');
 
+/** Most `workerThreads`. */
+export const MAX_WORKER_THREADS = 16;
+
 const seconds = (max: number) => z.number().positive().max(max);
 
 export const optionsSchema = z.strictObject({
@@ -104,6 +117,7 @@ export const optionsSchema = z.strictObject({
   batchSize: z.number().int().min(1).max(10_000).default(100),
   wireFormat: z.enum(['compact', 'json']).default('compact'),
   compression: z.union([z.boolean(), z.strictObject({ level: z.number().int().min(1).max(9) })]).default(true),
+  workerThreads: z.number().int().min(0).max(MAX_WORKER_THREADS).default(0),
   maxOfflineQueueSize: z.number().int().positive().default(1_000_000),
   maxDatabaseSize: z.number().int().min(MIN_MAX_SIZE_BYTES).max(Number.MAX_SAFE_INTEGER).optional(),
   connectionTimeout: seconds(3600).default(30),

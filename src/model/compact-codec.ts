@@ -65,6 +65,13 @@ const utf8 = new TextEncoder();
 const fromUtf8 = new TextDecoder('utf-8', { fatal: true });
 const f64 = new DataView(new ArrayBuffer(8));
 
+// A string's UTF-8 bytes go through one reused buffer rather than a new array per string.
+let utf8Scratch = new Uint8Array(1024);
+function toUtf8(s: string): number {
+  if (s.length * 3 > utf8Scratch.length) utf8Scratch = new Uint8Array(s.length * 3);
+  return utf8.encodeInto(s, utf8Scratch).written;
+}
+
 class ByteWriter {
   #buffer = new Uint8Array(1024);
   #length = 0;
@@ -106,9 +113,9 @@ class ByteWriter {
   }
 
   string(s: string): void {
-    const data = utf8.encode(s);
-    this.uvarint(data.length);
-    this.bytes(data);
+    const n = toUtf8(s);
+    this.uvarint(n);
+    this.bytes(utf8Scratch.subarray(0, n));
   }
 
   /** A string or null: length + 1, or 0 for null. */
@@ -117,9 +124,9 @@ class ByteWriter {
       this.uvarint(0);
       return;
     }
-    const data = utf8.encode(s);
-    this.uvarint(data.length + 1);
-    this.bytes(data);
+    const n = toUtf8(s);
+    this.uvarint(n + 1);
+    this.bytes(utf8Scratch.subarray(0, n));
   }
 
   finish(): Uint8Array {
@@ -193,16 +200,22 @@ class ByteReader {
   }
 }
 
-/** Bits, most significant first, for the Gorilla XOR stream. */
+/** Bits, most significant first, for the Gorilla XOR stream; a byte buffer that grows, not an array of numbers. */
 class BitWriter {
-  readonly #bytes: number[] = [];
+  #bytes = new Uint8Array(256);
+  #length = 0;
   #current = 0;
   #used = 0;
 
   bit(b: number): void {
     this.#current = (this.#current << 1) | b;
     if (++this.#used === 8) {
-      this.#bytes.push(this.#current);
+      if (this.#length === this.#bytes.length) {
+        const next = new Uint8Array(this.#bytes.length * 2);
+        next.set(this.#bytes);
+        this.#bytes = next;
+      }
+      this.#bytes[this.#length++] = this.#current;
       this.#current = 0;
       this.#used = 0;
     }
@@ -218,10 +231,12 @@ class BitWriter {
     for (let p = from + count - 1; p >= from; p--) this.bit(p >= 32 ? (hi >>> (p - 32)) & 1 : (lo >>> p) & 1);
   }
 
+  /** The bytes written, the last one padded with zero bits. A view of the buffer: read it before writing more. */
   finish(): Uint8Array {
-    const out = [...this.#bytes];
-    if (this.#used > 0) out.push(this.#current << (8 - this.#used));
-    return Uint8Array.from(out);
+    if (this.#used > 0) {
+      this.bits(0, 8 - this.#used);
+    }
+    return this.#bytes.subarray(0, this.#length);
   }
 }
 
@@ -264,11 +279,6 @@ const clz64 = (hi: number, lo: number) => (hi !== 0 ? Math.clz32(hi) : 32 + Math
 const ctz32 = (x: number) => 31 - Math.clz32(x & -x);
 const ctz64 = (hi: number, lo: number) => (lo !== 0 ? ctz32(lo) : 32 + ctz32(hi));
 
-function floatBits(v: number): [number, number] {
-  f64.setFloat64(0, v);
-  return [f64.getUint32(0), f64.getUint32(4)];
-}
-
 function bitsFloat(hi: number, lo: number): number {
   f64.setUint32(0, hi);
   f64.setUint32(4, lo);
@@ -276,15 +286,20 @@ function bitsFloat(hi: number, lo: number): number {
 }
 
 /** Gorilla (Pelkonen et al. 2015) XOR compression of a float column. */
+// The two 32-bit halves of a float64, read through `f64` without making an array per value.
 function gorillaEncode(values: readonly number[]): Uint8Array {
   const out = new BitWriter();
-  let [prevHi, prevLo] = floatBits(values[0] as number);
+  f64.setFloat64(0, values[0] as number);
+  let prevHi = f64.getUint32(0);
+  let prevLo = f64.getUint32(4);
   out.bits(prevHi, 32);
   out.bits(prevLo, 32);
   let leading = -1;
   let trailing = 0;
   for (let i = 1; i < values.length; i++) {
-    const [hi, lo] = floatBits(values[i] as number);
+    f64.setFloat64(0, values[i] as number);
+    const hi = f64.getUint32(0);
+    const lo = f64.getUint32(4);
     const xHi = (hi ^ prevHi) >>> 0;
     const xLo = (lo ^ prevLo) >>> 0;
     prevHi = hi;
@@ -340,7 +355,8 @@ function decimalsOf(values: readonly number[]): number {
   for (let k = 0; k <= MAX_DECIMALS; k++) {
     const scale = POW10[k] as number;
     let exact = true;
-    for (const v of values) {
+    for (let i = 0; i < values.length; i++) {
+      const v = values[i] as number;
       const scaled = Math.round(v * scale);
       if (Math.abs(scaled) > 2 ** 50 || scaled / scale !== v || Object.is(v, -0)) {
         exact = false;
@@ -353,6 +369,8 @@ function decimalsOf(values: readonly number[]): number {
 }
 
 interface Series {
+  /** Its index in the series table. */
+  at: number;
   kind: number;
   sensorId: string;
   unit: string | null;
@@ -368,30 +386,46 @@ export function encodeCompactRaw(
   header: { deviceId: string; replicaId: string; batchNo: number },
   rows: readonly CodecRow[],
 ): Uint8Array {
+  // Indexed loops throughout: this runs for every batch, often before the JIT has optimised it, and each for-of
+  // step then allocates an iterator result.
   const out = new ByteWriter();
-  for (const b of MAGIC) out.byte(b);
+  for (let i = 0; i < MAGIC.length; i++) out.byte(MAGIC[i] as number);
   out.string(header.deviceId);
   out.string(header.replicaId);
   out.uvarint(header.batchNo);
   out.uvarint(rows.length);
 
-  const index = new Map<string, number>();
+  // Series by sensor id, then (usually one) by kind, unit and tags: no key string made per row.
+  const index = new Map<string, Series[]>();
   const series: Series[] = [];
   const rowSeries: number[] = [];
-  for (const row of rows) {
+  for (let r = 0; r < rows.length; r++) {
+    const row = rows[r] as CodecRow;
     const kind = row.payload === null ? KIND_READING : KIND_PROCESSED;
-    const key = JSON.stringify([kind, row.sensorId, row.unit, row.tags]);
-    let at = index.get(key);
-    if (at === undefined) {
-      at = series.length;
-      index.set(key, at);
-      series.push({ kind, sensorId: row.sensorId, unit: row.unit, tags: row.tags, rows: [] });
+    let sameSensor = index.get(row.sensorId);
+    if (sameSensor === undefined) {
+      sameSensor = [];
+      index.set(row.sensorId, sameSensor);
     }
-    series[at]?.rows.push(row);
-    rowSeries.push(at);
+    let found: Series | undefined;
+    for (let i = 0; i < sameSensor.length; i++) {
+      const s = sameSensor[i] as Series;
+      if (s.kind === kind && s.unit === row.unit && s.tags === row.tags) {
+        found = s;
+        break;
+      }
+    }
+    if (found === undefined) {
+      found = { at: series.length, kind, sensorId: row.sensorId, unit: row.unit, tags: row.tags, rows: [] };
+      sameSensor.push(found);
+      series.push(found);
+    }
+    found.rows.push(row);
+    rowSeries.push(found.at);
   }
   out.uvarint(series.length);
-  for (const s of series) {
+  for (let i = 0; i < series.length; i++) {
+    const s = series[i] as Series;
     out.byte(s.kind);
     out.string(s.sensorId);
     out.optionalString(s.unit);
@@ -399,34 +433,38 @@ export function encodeCompactRaw(
   }
 
   let previousSeq = 0;
-  for (const row of rows) {
-    out.svarint(row.seq - previousSeq);
-    previousSeq = row.seq;
+  for (let r = 0; r < rows.length; r++) {
+    const seq = (rows[r] as CodecRow).seq;
+    out.svarint(seq - previousSeq);
+    previousSeq = seq;
   }
-  for (const at of rowSeries) out.uvarint(at);
+  for (let r = 0; r < rowSeries.length; r++) out.uvarint(rowSeries[r] as number);
 
-  for (const s of series) {
+  for (let i = 0; i < series.length; i++) {
+    const s = series[i] as Series;
     let previousTs = 0;
     let previousDelta = 0;
-    for (const row of s.rows) {
-      const delta = row.ts - previousTs;
+    for (let r = 0; r < s.rows.length; r++) {
+      const ts = (s.rows[r] as CodecRow).ts;
+      const delta = ts - previousTs;
       out.svarint(delta - previousDelta);
       previousDelta = delta;
-      previousTs = row.ts;
+      previousTs = ts;
     }
     if (s.kind === KIND_PROCESSED) {
-      for (const row of s.rows) out.string(row.payload as string);
+      for (let r = 0; r < s.rows.length; r++) out.string((s.rows[r] as CodecRow).payload as string);
       continue;
     }
-    const values = s.rows.map((row) => row.value as number);
+    const values = new Array<number>(s.rows.length);
+    for (let r = 0; r < s.rows.length; r++) values[r] = (s.rows[r] as CodecRow).value as number;
     const decimals = decimalsOf(values);
     if (decimals >= 0) {
       const scale = POW10[decimals] as number;
       out.byte(VALUE_SCALED);
       out.byte(decimals);
       let previous = 0;
-      for (const v of values) {
-        const scaled = Math.round(v * scale);
+      for (let r = 0; r < values.length; r++) {
+        const scaled = Math.round((values[r] as number) * scale);
         out.svarint(scaled - previous);
         previous = scaled;
       }

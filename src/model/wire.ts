@@ -1,15 +1,13 @@
 import { z } from 'zod';
 import { DATA_POINT_LIMITS } from './data-point.js';
+import { BATCH_VERSION } from './wire-version.js';
 
 /**
  * The sync protocol's messages, shared by the gateway and the reference cloud server. docs/protocol.md describes
  * them in prose; these schemas are what the server enforces.
  */
 
-/** Protocol version of the JSON batch body. */
-export const BATCH_VERSION = 1;
-/** Content type of a JSON batch body. */
-export const JSON_BATCH_CONTENT_TYPE = 'application/json';
+export { BATCH_VERSION, JSON_BATCH_CONTENT_TYPE } from './wire-version.js';
 
 const tagsSchema = z
   .record(z.string().min(1).max(DATA_POINT_LIMITS.tagKeyLength), z.string().max(DATA_POINT_LIMITS.tagValueLength))

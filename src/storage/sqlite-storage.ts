@@ -21,6 +21,7 @@ import type {
   SealInput,
   Storage,
   StorageCapacity,
+  UnsealedRead,
 } from './storage.js';
 
 /** Options of {@link SqliteStorage}. */
@@ -94,6 +95,20 @@ const toRow = (raw: RawRow): OutboxRow => ({
   payload: raw.payload,
 });
 
+const RAW_COLUMNS = 'seq, kind, sensor_id, ts, value, unit, tags, payload';
+type RawColumns = [number, number, string, number, number | null, string | null, string | null, string | null];
+
+const fromColumns = (raw: RawColumns): OutboxRow => ({
+  seq: raw[0],
+  kind: KINDS[raw[1]] ?? 'reading',
+  sensorId: raw[2],
+  ts: raw[3],
+  value: raw[4],
+  unit: raw[5],
+  tags: raw[6],
+  payload: raw[7],
+});
+
 const toBatch = (raw: RawBatch): SealedBatch => ({
   batchNo: raw.batch_no,
   firstSeq: raw.first_seq,
@@ -106,11 +121,20 @@ const toBatch = (raw: RawBatch): SealedBatch => ({
   attempts: raw.attempts,
 });
 
+/**
+ * Rows per INSERT statement in append(): one call into SQLite per 32 rows rather than per row takes about a fifth off
+ * the cost of an insert (docs/benchmarks.md, "Ingest"); the rest of a group goes in one row at a time.
+ */
+const ROWS_PER_INSERT = 32;
+
 // Prepared once at open: preparing a statement costs more than running the insert itself.
 function prepareStatements(db: Database) {
   return {
     insert: db.prepare(
       'INSERT INTO outbox (seq, kind, sensor_id, ts, value, unit, tags, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
+    ),
+    insertMany: db.prepare(
+      `INSERT INTO outbox (seq, kind, sensor_id, ts, value, unit, tags, payload) VALUES ${Array(ROWS_PER_INSERT).fill('(?, ?, ?, ?, ?, ?, ?, ?)').join(', ')}`,
     ),
     insertDead: db.prepare(
       `INSERT INTO dead_letters (seq, kind, sensor_id, ts, value, unit, tags, payload, reason, source, created_at)
@@ -118,9 +142,17 @@ function prepareStatements(db: Database) {
     ),
     oldestBatch: db.prepare('SELECT * FROM batches ORDER BY batch_no LIMIT 1'),
     batch: db.prepare('SELECT * FROM batches WHERE batch_no = ?'),
-    unsealed: db.prepare(
-      'SELECT * FROM outbox WHERE seq > coalesce((SELECT max(last_seq) FROM batches), 0) ORDER BY seq LIMIT ?',
-    ),
+    // Rows as arrays (in RAW_COLUMNS order), not objects: half the cost of a batch's read, which the event loop pays.
+    unsealed: db
+      .prepare(
+        `SELECT ${RAW_COLUMNS} FROM outbox WHERE seq > coalesce((SELECT max(last_seq) FROM batches), 0) ORDER BY seq LIMIT ?`,
+      )
+      .raw(true),
+    // Where the queue's unsealed part starts, and how many rows a sealed range holds: what sealRead() checks.
+    firstUnsealed: db
+      .prepare('SELECT min(seq) FROM outbox WHERE seq > coalesce((SELECT max(last_seq) FROM batches), 0)')
+      .pluck(),
+    countRange: db.prepare('SELECT count(*) FROM outbox WHERE seq BETWEEN ? AND ?').pluck(),
     insertBatch: db.prepare(
       `INSERT INTO batches (batch_no, first_seq, last_seq, count, body, content_type, content_encoding, hash, created_at)
        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
@@ -136,6 +168,8 @@ function prepareStatements(db: Database) {
     ),
     deadLetters: db.prepare('SELECT * FROM dead_letters ORDER BY id DESC LIMIT ?'),
     deadLetterCount: db.prepare('SELECT count(*) FROM dead_letters').pluck(),
+    // One wrapper for every transaction: db.transaction() makes several functions each time it is called.
+    transaction: db.transaction((work: () => unknown) => work()),
   };
 }
 
@@ -162,6 +196,12 @@ const sqliteCodeOf = (error: unknown): string | undefined => {
 const DEFAULT_QUICK_CHECK_MAX_BYTES = 256 * 1024 * 1024;
 /** Free disk space below which a SQLITE_FULL is put down to the disk rather than to the size budget. */
 const DISK_NEARLY_FULL_BYTES = 8 * 1024 * 1024;
+/**
+ * SQLite's page cache, KiB. better-sqlite3 builds SQLite with 16 MiB per connection; the queue is read at its head and
+ * written at its tail, so a small cache holds what is used again (the b-tree's upper pages and the two ends) and the
+ * rest would only be resident memory (docs/benchmarks.md, "Footprint"). SQLite's own default.
+ */
+const PAGE_CACHE_KIB = 2000;
 /** Lines of `quick_check` output kept in a quarantine reason. */
 const REASON_LINES = 3;
 
@@ -178,6 +218,8 @@ export class SqliteStorage implements Storage {
   #statements: Statements | undefined;
   #budget: Budget | undefined;
   #quarantined: QuarantineReport | undefined;
+  /** The parameters of one multi-row INSERT, reused from group to group. */
+  readonly #insertArgs: unknown[] = new Array(8 * ROWS_PER_INSERT).fill(null);
 
   constructor(options: SqliteStorageOptions) {
     const { maxSizeBytes, quickCheckMaxBytes } = options;
@@ -281,6 +323,7 @@ export class SqliteStorage implements Storage {
     try {
       db.pragma('journal_mode = WAL'); // the first read of the header: "file is not a database" surfaces here
       db.pragma(`synchronous = ${synchronous.toUpperCase()}`);
+      db.pragma(`cache_size = -${PAGE_CACHE_KIB}`);
       if (existingBytes > 0) this.#check(db, existingBytes, walLeft);
       migrate(db);
       if (existingBytes > 0) verifySchema(db);
@@ -417,7 +460,6 @@ export class SqliteStorage implements Storage {
 
   // One transaction. `room` says how much of a size budget it may use: intake leaves the sync loop's reserve alone.
   #write<T>(what: string, work: () => T, room: Room = 'upkeep'): T {
-    const db = this.#database;
     const budget = this.#budget;
     if (budget && budget.room !== room) {
       // SQLite never sets the cap below the current page count, so switching down is always safe.
@@ -425,7 +467,7 @@ export class SqliteStorage implements Storage {
       budget.room = room;
     }
     try {
-      return db.transaction(work).immediate();
+      return this.#s.transaction.immediate(work) as T;
     } catch (error) {
       if (error instanceof StorageError) throw error;
       const sqliteCode = sqliteCodeOf(error);
@@ -478,19 +520,38 @@ export class SqliteStorage implements Storage {
 
   append(rows: readonly OutboxInsert[], deadLetters: readonly DeadLetterInsert[] = []): number {
     const first = this.#nextSeq;
-    const { insert } = this.#s;
+    const { insert, insertMany } = this.#s;
+    const args = this.#insertArgs;
     this.#write(
       'append',
       () => {
-        let seq = first;
-        for (const row of rows) {
-          insert.run(seq++, KIND_CODES[row.kind], row.sensorId, row.ts, row.value, row.unit, row.tags, row.payload);
+        let i = 0;
+        for (; i + ROWS_PER_INSERT <= rows.length; i += ROWS_PER_INSERT) {
+          for (let j = 0; j < ROWS_PER_INSERT; j++) {
+            const row = rows[i + j] as OutboxInsert;
+            const at = 8 * j;
+            args[at] = first + i + j;
+            args[at + 1] = KIND_CODES[row.kind];
+            args[at + 2] = row.sensorId;
+            args[at + 3] = row.ts;
+            args[at + 4] = row.value;
+            args[at + 5] = row.unit;
+            args[at + 6] = row.tags;
+            args[at + 7] = row.payload;
+          }
+          insertMany.run(args);
         }
+        for (; i < rows.length; i++) {
+          const row = rows[i] as OutboxInsert;
+          insert.run(first + i, KIND_CODES[row.kind], row.sensorId, row.ts, row.value, row.unit, row.tags, row.payload);
+        }
+        if (deadLetters.length === 0) return;
         const now = Date.now();
         for (const dead of deadLetters) this.#insertDead(dead, now);
       },
       'intake',
     );
+    args.fill(null); // lets the group's strings go now rather than at the next append
     // Only after the commit: a failed transaction assigns nothing.
     this.#nextSeq += rows.length;
     this.#pending += rows.length;
@@ -520,23 +581,61 @@ export class SqliteStorage implements Storage {
 
   #seal(limit: number, encode: (batchNo: number, rows: readonly OutboxRow[]) => SealInput): SealedBatch | undefined {
     return this.#write('seal', () => {
-      const rows = (this.#s.unsealed.all(limit) as RawRow[]).map(toRow);
+      const rows = (this.#s.unsealed.all(limit) as RawColumns[]).map(fromColumns);
       if (rows.length === 0) return undefined;
-      const batchNo = Number(this.#s.getMeta.get('next_batch_no') ?? '1');
-      const input = encode(batchNo, rows);
-      this.#s.setMeta.run('next_batch_no', String(batchNo + 1));
-      this.#s.insertBatch.run(
-        batchNo,
-        input.firstSeq,
-        input.lastSeq,
-        input.count,
-        input.body,
-        input.contentType,
-        input.contentEncoding,
-        input.hash,
-        Date.now(),
-      );
-      return { ...input, batchNo, attempts: 0 };
+      const batchNo = this.#nextBatchNo();
+      return this.#insertBatch(batchNo, encode(batchNo, rows));
+    });
+  }
+
+  #nextBatchNo(): number {
+    return Number(this.#s.getMeta.get('next_batch_no') ?? '1');
+  }
+
+  // Inside a seal's transaction.
+  #insertBatch(batchNo: number, input: SealInput): SealedBatch {
+    this.#s.setMeta.run('next_batch_no', String(batchNo + 1));
+    this.#s.insertBatch.run(
+      batchNo,
+      input.firstSeq,
+      input.lastSeq,
+      input.count,
+      input.body,
+      input.contentType,
+      input.contentEncoding,
+      input.hash,
+      Date.now(),
+    );
+    return { ...input, batchNo, attempts: 0 };
+  }
+
+  // One read transaction, so that the rows and the batch number are of the same moment.
+  readUnsealed(limit: number): UnsealedRead | undefined {
+    return this.#s.transaction.deferred(() => {
+      const rows = (this.#s.unsealed.all(limit) as RawColumns[]).map(fromColumns);
+      return rows.length === 0 ? undefined : { batchNo: this.#nextBatchNo(), rows };
+    }) as UnsealedRead | undefined;
+  }
+
+  // Rows are never updated in place and sequence numbers are never reused, so the same first and last seq with the
+  // same count, at the head of the unsealed queue, under the same next batch number, are the same rows.
+  sealRead(read: UnsealedRead, input: SealInput): SealedBatch | undefined {
+    const first = read.rows[0];
+    const last = read.rows[read.rows.length - 1];
+    if (
+      !first ||
+      !last ||
+      input.firstSeq !== first.seq ||
+      input.lastSeq !== last.seq ||
+      input.count !== read.rows.length
+    ) {
+      throw new RangeError('sealRead() was given the encoding of other rows than the ones read');
+    }
+    return this.#write('seal', () => {
+      if (this.#nextBatchNo() !== read.batchNo) return undefined;
+      if (this.#s.firstUnsealed.get() !== first.seq) return undefined;
+      if (this.#s.countRange.get(first.seq, last.seq) !== read.rows.length) return undefined;
+      return this.#insertBatch(read.batchNo, input);
     });
   }
 

@@ -66,6 +66,17 @@ export interface SealedBatch extends SealInput {
   attempts: number;
 }
 
+/**
+ * Rows read for a batch and not sealed yet: phase one of a two-phase seal ({@link Storage.readUnsealed}). Nothing
+ * was written; until {@link Storage.sealRead} seals them, the rows stay in the queue as they were.
+ */
+export interface UnsealedRead {
+  /** The batch number the rows would be sealed under (batch bodies carry it). */
+  batchNo: number;
+  /** The oldest unsealed rows, in sequence order; at least one. */
+  rows: readonly OutboxRow[];
+}
+
 /** Space a store with a size limit uses, from {@link Storage.capacity}. */
 export interface StorageCapacity {
   /** Bytes holding data now (free pages, which later writes reuse, are not counted). */
@@ -97,6 +108,19 @@ export interface Storage {
    * transaction; `encode` turns them into the batch's bytes. Returns undefined when there is nothing to seal.
    */
   sealNext(limit: number, encode: (batchNo: number, rows: readonly OutboxRow[]) => SealInput): SealedBatch | undefined;
+  /**
+   * Phase one of a two-phase seal: the oldest unsealed rows, up to `limit`, and the batch number they would be
+   * sealed under, read without writing anything. It lets the gateway encode a batch outside any transaction (in a
+   * worker thread) and then seal it with {@link Storage.sealRead}. Optional: a store without it is sealed with
+   * `sealNext()` only. Returns undefined when nothing is waiting.
+   */
+  readUnsealed?(limit: number): UnsealedRead | undefined;
+  /**
+   * Phase two: seals `read` with `input`, its encoding, in one transaction, provided the queue still starts with
+   * exactly those rows under that batch number; otherwise writes nothing and returns undefined (read again). A
+   * crash or an abandoned encoding between the phases leaves the rows unsealed, to be read and encoded again.
+   */
+  sealRead?(read: UnsealedRead, input: SealInput): SealedBatch | undefined;
   /** Counts a failed send of a batch. */
   recordAttempt(batchNo: number): void;
   /** Removes an acknowledged batch and its rows in one transaction; returns how many rows it removed. */

@@ -1,7 +1,9 @@
 import { createHash } from 'node:crypto';
-import { deflateSync, gzipSync } from 'fflate';
+// node:zlib rather than fflate: native, 3 to 5 times faster at level 6, and its working memory is freed at the end
+// of each call instead of left as garbage ArrayBuffers for the next GC (docs/benchmarks.md, "Footprint").
+import { deflateRawSync, gzipSync } from 'node:zlib';
 import { COMPACT_BATCH_CONTENT_TYPE, encodeCompactRaw } from '../model/compact-codec.js';
-import { BATCH_VERSION, JSON_BATCH_CONTENT_TYPE } from '../model/wire.js';
+import { BATCH_VERSION, JSON_BATCH_CONTENT_TYPE } from '../model/wire-version.js';
 import type { OutboxRow, SealInput } from '../storage/storage.js';
 
 /** Compression of batch bodies: off, or gzip at a level from 1 (fastest) to 9 (smallest). */
@@ -45,7 +47,7 @@ export function encodeBatch(
   if (!first || !last) throw new RangeError('encodeBatch needs at least one row');
   if (format === 'compact') {
     const raw = encodeCompactRaw({ ...header, batchNo }, rows);
-    const body = deflateSync(raw, { level: compression === false ? 0 : compression.level });
+    const body = deflateRawSync(raw, { level: compression === false ? 0 : compression.level });
     return {
       firstSeq: first.seq,
       lastSeq: last.seq,

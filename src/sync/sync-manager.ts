@@ -1,9 +1,11 @@
+import { isStorageError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { COMPACT_BATCH_CONTENT_TYPE } from '../model/compact-codec.js';
 import type { SealedBatch, Storage } from '../storage/storage.js';
 import type { SendResult, Transport } from '../transport/transport.js';
 import { backoffDelay, sleep } from './backoff.js';
 import { type CompressionSetting, encodeBatch, type WireFormat } from './batch-codec.js';
+import type { BatchEncoder } from './encoder-pool.js';
 import type { SyncErrorCode, SyncErrorEvent, SyncResult } from './sync-result.js';
 
 /** How the gateway decides when to sync. */
@@ -21,7 +23,12 @@ export interface SyncSettings {
   maxRetryAttempts: number;
   initialBackoffMs: number;
   maxBackoffMs: number;
+  /** Encodes the batches it {@link BatchEncoder.offloads} off the event loop; without it, all are encoded inline. */
+  encoder?: BatchEncoder | undefined;
 }
+
+/** Times a two-phase seal is tried again when the queue changed under it, before sealing in one transaction. */
+const MAX_STALE_READS = 3;
 
 /** What the sync loop tells the gateway. */
 export interface SyncListener {
@@ -305,15 +312,37 @@ export class SyncManager {
     this.#listener.syncError(event);
   }
 
-  #nextBatch(): SealedBatch | undefined {
-    const { deviceId, compression } = this.#settings;
+  // The oldest sealed batch, or a new one. A batch worth a thread is sealed in two phases: read, encode in the
+  // thread (awaited, outside any transaction), then seal if the queue still starts with the rows read. Every other
+  // batch is read, encoded and sealed in one transaction. Either way the bytes are fixed once sealed.
+  async #nextBatch(signal: AbortSignal): Promise<SealedBatch | undefined> {
+    const sealed = this.#storage.oldestBatch();
+    if (sealed) return sealed;
+    const { deviceId, compression, encoder } = this.#settings;
     const header = { deviceId, replicaId: this.#storage.replicaId };
     const format = this.#jsonOnly ? 'json' : this.#settings.wireFormat;
-    return (
-      this.#storage.oldestBatch() ??
-      this.#storage.sealNext(this.#sealLimit, (batchNo, rows) =>
-        encodeBatch(header, batchNo, rows, compression, format),
-      )
+    const storage = this.#storage;
+    if (encoder && storage.readUnsealed && storage.sealRead && encoder.offloads(format, compression, this.#sealLimit)) {
+      for (let reads = 0; reads < MAX_STALE_READS; reads++) {
+        const read = storage.readUnsealed(this.#sealLimit);
+        if (!read) return undefined;
+        const job = { header, batchNo: read.batchNo, rows: read.rows, compression, format };
+        // Fewer rows than the limit may not be worth the thread after all; read they are, so seal them from here.
+        const input = encoder.offloads(format, compression, read.rows.length)
+          ? await encoder.encode(job, signal)
+          : encodeBatch(header, read.batchNo, read.rows, compression, format);
+        try {
+          const batch = storage.sealRead(read, input);
+          if (batch) return batch;
+        } catch (error) {
+          // At a size limit: sealNext() below seals fewer rows, as much as the room allows.
+          if (!(isStorageError(error) && error.sqliteCode === 'SQLITE_FULL')) throw error;
+          break;
+        }
+      }
+    }
+    return storage.sealNext(this.#sealLimit, (batchNo, rows) =>
+      encodeBatch(header, batchNo, rows, compression, format),
     );
   }
 
@@ -342,7 +371,13 @@ export class SyncManager {
     let conflicts = 0;
     for (let batches = 0; batches < MAX_BATCHES_PER_CYCLE; batches++) {
       if (signal.aborted) return finish('aborted');
-      const batch = this.#nextBatch();
+      let batch: SealedBatch | undefined;
+      try {
+        batch = await this.#nextBatch(signal);
+      } catch (error) {
+        if (signal.aborted) return finish('aborted'); // an encoding abandoned mid-way: its rows stay unsealed
+        throw error;
+      }
       if (!batch) {
         if (result.sent === 0) await this.#probe(signal);
         return finish(signal.aborted ? 'aborted' : 'drained');

@@ -1,5 +1,5 @@
 import { Agent as HttpAgent, request as httpRequest, type IncomingHttpHeaders, type IncomingMessage } from 'node:http';
-import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
+import { createRequire } from 'node:module';
 import { batchAckSchema, errorBodySchema } from '../model/wire.js';
 import { parseRetryAfter } from './retry-after.js';
 import type { OutgoingBatch, PingResult, SendResult, Transport } from './transport.js';
@@ -13,6 +13,10 @@ export interface HttpTransportOptions {
   /** Time allowed for one request, from connecting to the last byte of the answer, in ms. @default 30000 */
   timeoutMs?: number;
 }
+
+// node:https, and TLS under it, is loaded for an https cloud only: it is ~1 MiB of memory a plain-http gateway (a
+// cloud on the local network) would keep for nothing.
+const load = createRequire(import.meta.url);
 
 /** Largest answer body read; the protocol's answers are a few hundred bytes. */
 const MAX_ANSWER_BYTES = 1024 * 1024;
@@ -57,8 +61,14 @@ export class HttpTransport implements Transport {
     // One batch is in flight at a time: one socket, kept alive between batches.
     // An idle socket is dropped after 4 s, before a server's usual 5 s keep-alive closes it under a request.
     const agentOptions = { keepAlive: true, maxSockets: 2, maxFreeSockets: 1, timeout: 4000 };
-    this.#agent = https ? new HttpsAgent(agentOptions) : new HttpAgent(agentOptions);
-    this.#request = https ? (httpsRequest as typeof httpRequest) : httpRequest;
+    if (https) {
+      const { Agent: HttpsAgent, request: httpsRequest } = load('node:https') as typeof import('node:https');
+      this.#agent = new HttpsAgent(agentOptions);
+      this.#request = httpsRequest as typeof httpRequest;
+    } else {
+      this.#agent = new HttpAgent(agentOptions);
+      this.#request = httpRequest;
+    }
   }
 
   /** One exchange, ended by the timeout or by `signal` at the latest, whatever the peer does. */

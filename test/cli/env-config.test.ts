@@ -37,6 +37,7 @@ describe('CLI configuration', () => {
       connectionTimeout: 30,
       maxRetryAttempts: 5,
       batchSize: 100,
+      workerThreads: 2,
     });
   });
 
@@ -83,6 +84,18 @@ describe('CLI configuration', () => {
 
   it('reports the variables of features not built yet, so none is ignored silently', () => {
     const config = parseEnvConfig({ DEVICE_ID: 'd', DATA_RETENTION_DAYS: '7', WORKER_THREADS: '2' });
-    expect(ignoredVariables(config)).toEqual(['DATA_RETENTION_DAYS', 'WORKER_THREADS']);
+    expect(ignoredVariables(config)).toEqual(['DATA_RETENTION_DAYS']);
+  });
+
+  it('sets workerThreads from WORKER_THREADS, 0 included, and leaves it to the default when unset', () => {
+    expect(gatewayOptionsFrom(parseEnvConfig({ DEVICE_ID: 'd', WORKER_THREADS: '2' })).workerThreads).toBe(2);
+    expect(gatewayOptionsFrom(parseEnvConfig({ DEVICE_ID: 'd', WORKER_THREADS: '0' })).workerThreads).toBe(0);
+    expect(gatewayOptionsFrom(parseEnvConfig({ DEVICE_ID: 'd' })).workerThreads).toBeUndefined();
+  });
+
+  it('refuses a WORKER_THREADS that is not an integer from 0 to 16, naming it', () => {
+    for (const value of ['17', '-1', '1.5', 'two']) {
+      expect(() => parseEnvConfig({ DEVICE_ID: 'd', WORKER_THREADS: value })).toThrow(/WORKER_THREADS/);
+    }
   });
 });

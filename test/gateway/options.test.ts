@@ -1,7 +1,9 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { type ConfigError, EdgeGateway, isConfigError } from '../../src/index.js';
+import { EncoderPool } from '../../src/sync/encoder-pool.js';
+import { defer } from '../helpers/cleanup.js';
 import { startTestCloud, type TestCloud } from '../helpers/cloud.js';
-import { createGateway, readings } from '../helpers/gateway.js';
+import { comparable, createGateway, readings } from '../helpers/gateway.js';
 import { batchRequests, decodeBatch, forward, startTestServer } from '../helpers/http.js';
 
 /** The ConfigError `build` throws; fails the test when it throws nothing. */
@@ -35,6 +37,7 @@ describe('EdgeGateway', () => {
         maxBackoff: 300,
         durability: 'full',
         stopTimeout: 5,
+        workerThreads: 0,
       });
     });
 
@@ -56,6 +59,16 @@ describe('EdgeGateway', () => {
       expect(error.issues).toHaveLength(1);
       expect(error.issues[0]).toMatch(/"batchSize"/);
       expect(error.issues[0]).toMatch(/got 0/);
+    });
+
+    it('throws ConfigError for a workerThreads that is not an integer from 0 to 16, naming the option', () => {
+      for (const workerThreads of [-1, 17, 1.5, '2']) {
+        const error = configError(construct({ workerThreads }));
+        expect(error.issues).toHaveLength(1);
+        expect(error.issues[0]).toMatch(/"workerThreads"/);
+        expect(error.issues[0]).toContain(`got ${JSON.stringify(workerThreads)}`);
+      }
+      expect(new EdgeGateway({ deviceId: 'd', workerThreads: 16 }).options.workerThreads).toBe(16);
     });
 
     it('throws ConfigError for compression level 12, naming the option', () => {
@@ -149,6 +162,43 @@ describe('EdgeGateway', () => {
         expect((await cloud.points(gateway.options.deviceId)).map((p) => p.value)).toEqual(
           readings(12).map((r) => r.value),
         );
+      });
+
+      it('turns worker threads on and off at run time, delivering every reading once either way', async () => {
+        const encode = vi.spyOn(EncoderPool.prototype, 'encode');
+        defer(() => encode.mockRestore());
+        const close = vi.spyOn(EncoderPool.prototype, 'close');
+        defer(() => close.mockRestore());
+        const { gateway } = await gatewayBehindProxy({ wireFormat: 'json', batchSize: 1000 });
+        const sent = readings(3000);
+
+        await gateway.sendBatch(sent.slice(0, 1000));
+        await gateway.forceSync();
+        expect(encode).not.toHaveBeenCalled();
+
+        gateway.configure({ workerThreads: 1 });
+        expect(gateway.options.workerThreads).toBe(1);
+        await gateway.sendBatch(sent.slice(1000, 2000));
+        await gateway.forceSync();
+        expect(encode).toHaveBeenCalledTimes(1);
+
+        gateway.configure({ workerThreads: 0 });
+        expect(close).toHaveBeenCalledTimes(1);
+        await gateway.sendBatch(sent.slice(2000));
+        expect(await gateway.forceSync()).toMatchObject({ acknowledged: 1000, remaining: 0 });
+        expect(encode).toHaveBeenCalledTimes(1);
+
+        expect((await cloud.points(gateway.options.deviceId)).map(comparable)).toEqual(sent.map(comparable));
+      });
+
+      it('closes the worker threads at stop()', async () => {
+        const close = vi.spyOn(EncoderPool.prototype, 'close');
+        defer(() => close.mockRestore());
+        const { gateway } = await gatewayBehindProxy({ wireFormat: 'json', batchSize: 1000, workerThreads: 2 });
+        await gateway.sendBatch(readings(1000));
+        await gateway.forceSync();
+        await gateway.stop();
+        expect(close).toHaveBeenCalledTimes(1);
       });
 
       it('makes a larger batchSize apply to the next batch', async () => {

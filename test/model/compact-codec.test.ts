@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { deflateRawSync, gzipSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import { type CodecRow, CompactCodecError, decodeCompactRaw, encodeCompactRaw } from '../../src/model/compact-codec.js';
@@ -92,6 +93,34 @@ describe('compact codec', () => {
     const compact = deflateRawSync(encodeCompactRaw(HEADER, input)).length;
     const json = gzipSync(JSON.stringify({ points: input.map(asDecoded) })).length;
     expect(compact).toBeLessThan(json);
+  });
+
+  it('encodes a mixed batch to the very bytes it always has (a sealed batch on disk is resent as stored)', () => {
+    // Series of several units, tag sets and kinds per sensor, non-ASCII strings, seq gaps, scaled and Gorilla
+    // values, processed payloads. The digests are of the encoder as first shipped; a change to the encoder must keep
+    // them, or be a new format version.
+    const mixed = (n: number): CodecRow[] => {
+      const random = mulberry32(11);
+      return Array.from({ length: n }, (_, i) => {
+        const processed = i % 13 === 0;
+        return {
+          seq: 500 + i * (i % 7 === 0 ? 2 : 1),
+          sensorId: i % 9 === 0 ? 'capteur-é☃' : `sensor-${i % 6}`,
+          ts: 1_795_000_000_000 + Math.floor(random() * 1000) * 100,
+          value: processed ? null : i % 2 === 0 ? Math.round(random() * 10_000) / 100 : random() * 1e6 - 5e5,
+          unit: i % 4 === 0 ? null : i % 5 === 0 ? 'bar' : 'celsius',
+          tags: i % 3 === 0 ? null : i % 8 === 0 ? '{"line":"ß-7","k":"v"}' : '{"location":"warehouse-A"}',
+          payload: processed ? `{"mean":${i / 3},"note":"\\u00e9"}` : null,
+        };
+      });
+    };
+    const digest = (n: number) =>
+      createHash('sha256')
+        .update(encodeCompactRaw(HEADER, mixed(n)))
+        .digest('hex');
+    expect(digest(1)).toBe('d2c3fec0437521978c857be7f16b96ff01203c5899d996517e6b290e4bc27288');
+    expect(digest(100)).toBe('415885442f9f0ed05cb0400cc79acf5ef3e886b0317320f6364511dbe229029e');
+    expect(digest(1000)).toBe('b615259565d97b1bc65b97278f6b702d42358f4f3f268a4b855e59d0ae0330c1');
   });
 
   it('refuses a body that is not a compact batch, truncated, or with trailing bytes', () => {

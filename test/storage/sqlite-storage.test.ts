@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import BetterSqlite3 from 'better-sqlite3';
@@ -5,11 +6,12 @@ import { gunzipSync, strFromU8 } from 'fflate';
 import { describe, expect, it, vi } from 'vitest';
 import { isConfigError, isStorageError, SqliteStorage, type StorageError } from '../../src/index.js';
 import { MIGRATIONS } from '../../src/storage/migrations.js';
-import type { OutboxInsert, OutboxRow } from '../../src/storage/storage.js';
+import type { OutboxInsert, OutboxRow, UnsealedRead } from '../../src/storage/storage.js';
 import { encodeBatch } from '../../src/sync/batch-codec.js';
 import { defer } from '../helpers/cleanup.js';
 import { readDb } from '../helpers/gateway.js';
 import { tempDbPath, tempDir } from '../helpers/temp-dir.js';
+import { waitFor } from '../helpers/wait-for.js';
 
 const row = (value: number, sensorId = 'temp-01'): OutboxInsert => ({
   kind: 'reading',
@@ -246,6 +248,124 @@ describe('SqliteStorage', () => {
       expect(again?.hash).toBe(sealed?.hash);
       expect(again?.contentEncoding).toBe('gzip');
       expect(Buffer.from(again?.body as Uint8Array).equals(Buffer.from(sealed?.body as Uint8Array))).toBe(true);
+    });
+  });
+
+  describe('.readUnsealed() / .sealRead()', () => {
+    const header = (storage: SqliteStorage) => ({ deviceId: 'd', replicaId: storage.replicaId });
+    const encodeRead = (storage: SqliteStorage, read: UnsealedRead) =>
+      encodeBatch(header(storage), read.batchNo, read.rows, { level: 6 }, 'json');
+    const batchCount = (path: string) =>
+      readDb(path, (db) => db.prepare('SELECT count(*) FROM batches').pluck().get() as number);
+
+    it('reads the oldest unsealed rows and the batch number they would take, and writes nothing', () => {
+      const path = tempDbPath();
+      const storage = openStorage(path);
+      storage.append(rows(5));
+      seal(storage, 2);
+      const read = storage.readUnsealed(10);
+      expect(read?.batchNo).toBe(2);
+      expect(read?.rows.map((r) => r.seq)).toEqual([3, 4, 5]);
+      expect(read?.rows[0]).toEqual({ seq: 3, ...row(2) });
+      expect(storage.readUnsealed(10)).toEqual(read);
+      expect(batchCount(path)).toBe(1);
+      expect(storage.readUnsealed(2)?.rows.map((r) => r.seq)).toEqual([3, 4]);
+    });
+
+    it('returns undefined when every row is sealed', () => {
+      const storage = openStorage(tempDbPath());
+      expect(storage.readUnsealed(10)).toBeUndefined();
+      storage.append(rows(2));
+      seal(storage, 10);
+      expect(storage.readUnsealed(10)).toBeUndefined();
+    });
+
+    it('seals what was read under the number read, byte for byte what sealNext() seals on a twin database', () => {
+      const path = tempDbPath();
+      const storage = openStorage(path);
+      storage.append(rows(5));
+      const read = storage.readUnsealed(4) as UnsealedRead;
+      const sealed = storage.sealRead(read, encodeRead(storage, read));
+      expect(sealed).toMatchObject({ batchNo: 1, firstSeq: 1, lastSeq: 4, count: 4, attempts: 0 });
+      expect(storage.oldestBatch()).toEqual({ ...sealed, body: Buffer.from(sealed?.body as Uint8Array) });
+      expect(storage.readUnsealed(10)).toMatchObject({ batchNo: 2, rows: [{ seq: 5 }] });
+
+      const twin = openStorage(tempDbPath());
+      twin.append(rows(5));
+      // The twin has its own replicaId, which the JSON body carries: encode both with the first one's header.
+      const twinSealed = twin.sealNext(4, (batchNo, batchRows) =>
+        encodeBatch(header(storage), batchNo, batchRows, { level: 6 }, 'json'),
+      );
+      expect(Buffer.from(twinSealed?.body as Uint8Array).equals(Buffer.from(sealed?.body as Uint8Array))).toBe(true);
+    });
+
+    it('seals nothing and returns undefined when the rows were sealed in between', () => {
+      const path = tempDbPath();
+      const storage = openStorage(path);
+      storage.append(rows(5));
+      const read = storage.readUnsealed(5) as UnsealedRead;
+      seal(storage, 5);
+      expect(storage.sealRead(read, encodeRead(storage, read))).toBeUndefined();
+      expect(batchCount(path)).toBe(1);
+      expect(storage.oldestBatch()?.batchNo).toBe(1);
+    });
+
+    it('seals nothing when a row read was deleted in between', () => {
+      const path = tempDbPath();
+      const storage = openStorage(path);
+      storage.append(rows(5));
+      const read = storage.readUnsealed(5) as UnsealedRead;
+      const other = new BetterSqlite3(path);
+      other.prepare('DELETE FROM outbox WHERE seq = 3').run();
+      other.close();
+      expect(storage.sealRead(read, encodeRead(storage, read))).toBeUndefined();
+      expect(batchCount(path)).toBe(0);
+    });
+
+    it('seals nothing when rows went back to the queue ahead of those read, the batch number unchanged', () => {
+      const path = tempDbPath();
+      const storage = openStorage(path);
+      storage.append(rows(5));
+      seal(storage, 2);
+      const read = storage.readUnsealed(5) as UnsealedRead;
+      storage.unseal(1, new Map(), 'cloud'); // rows 1 and 2 are unsealed again; batch 2 is still the next number
+      expect(storage.sealRead(read, encodeRead(storage, read))).toBeUndefined();
+      expect(batchCount(path)).toBe(0);
+      expect(storage.readUnsealed(5)?.rows.map((r) => r.seq)).toEqual([1, 2, 3, 4, 5]);
+    });
+
+    it('throws a RangeError, sealing nothing, when given the encoding of other rows', () => {
+      const path = tempDbPath();
+      const storage = openStorage(path);
+      storage.append(rows(5));
+      const read = storage.readUnsealed(3) as UnsealedRead;
+      const other = encodeBatch(header(storage), read.batchNo, read.rows.slice(1), { level: 6 }, 'json');
+      expect(() => storage.sealRead(read, other)).toThrow(RangeError);
+      expect(batchCount(path)).toBe(0);
+    });
+
+    it('leaves the rows unsealed when the process is killed between the phases; they seal again under that number', async () => {
+      const path = tempDbPath();
+      const child = spawn(
+        process.execPath,
+        ['--import', 'tsx', join(import.meta.dirname, '../fixtures/crash-between-seal-phases.ts'), path, '10', '5'],
+        { stdio: ['ignore', 'pipe', 'inherit'] },
+      );
+      defer(() => child.kill('SIGKILL'));
+      let out = '';
+      child.stdout.on('data', (chunk) => {
+        out += chunk;
+      });
+      await waitFor(() => out.includes('\n'), 20_000, 'the fixture reads');
+      expect(out.trim()).toBe('read 1 1 5');
+      const exited = new Promise((resolve) => child.on('exit', resolve));
+      child.kill('SIGKILL');
+      await exited;
+
+      const storage = openStorage(path);
+      expect(storage.pendingCount()).toBe(10);
+      expect(storage.oldestBatch()).toBeUndefined();
+      expect(seal(storage, 5)).toMatchObject({ batchNo: 1, firstSeq: 1, lastSeq: 5, count: 5 });
     });
   });
 

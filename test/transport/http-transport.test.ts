@@ -1,3 +1,8 @@
+import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { createServer as createHttpsServer } from 'node:https';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CloudServer } from '../../src/cloud/index.js';
@@ -5,6 +10,7 @@ import { HttpTransport, type OutgoingBatch } from '../../src/index.js';
 import { encodeBatch } from '../../src/sync/batch-codec.js';
 import { defer } from '../helpers/cleanup.js';
 import { freePort, sendJson, startTestServer } from '../helpers/http.js';
+import { tempDir } from '../helpers/temp-dir.js';
 
 const REPLICA = '00000000-0000-4000-8000-000000000001';
 
@@ -220,6 +226,38 @@ describe('HttpTransport', () => {
     it('finds a closed port unreachable', async () => {
       const port = await freePort();
       expect(await transportFor(`http://127.0.0.1:${port}/api/v1`).ping()).toMatchObject({ reachable: false });
+    });
+
+    it('speaks TLS to an https URL: a server with a certificate nobody signed is refused as such', async () => {
+      const dir = tempDir();
+      const made = spawnSync('openssl', [
+        'req',
+        '-x509',
+        '-newkey',
+        'ec',
+        '-pkeyopt',
+        'ec_paramgen_curve:prime256v1',
+        '-nodes',
+        '-subj',
+        '/CN=127.0.0.1',
+        '-days',
+        '1',
+        '-keyout',
+        join(dir, 'key.pem'),
+        '-out',
+        join(dir, 'cert.pem'),
+      ]);
+      expect(made.status).toBe(0);
+      const server = createHttpsServer(
+        { key: readFileSync(join(dir, 'key.pem')), cert: readFileSync(join(dir, 'cert.pem')) },
+        (_request, response) => sendJson(response, 200, { ok: true }),
+      );
+      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+      defer(() => new Promise((resolve) => server.close(resolve)));
+      const { port } = server.address() as AddressInfo;
+      const result = await transportFor(`https://127.0.0.1:${port}/api/v1`).ping();
+      expect(result).toMatchObject({ reachable: false });
+      expect((result as { message: string }).message).toMatch(/self[- ]signed certificate/);
     });
   });
 });
