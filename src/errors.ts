@@ -50,11 +50,12 @@ export interface ValidationIssue {
 export class ValidationError extends EdgeGatewayError {
   readonly issues: readonly ValidationIssue[];
 
-  constructor(issues: readonly ValidationIssue[]) {
+  /** @param subject what was invalid, for the message: `data point` unless told. */
+  constructor(issues: readonly ValidationIssue[], subject = 'data point') {
     const lines = issues.map(
       (issue) => `${issue.index === undefined ? '' : `[${issue.index}] `}${issue.field}: ${issue.message}`,
     );
-    super('VALIDATION_FAILED', `Invalid data point:\n  - ${lines.join('\n  - ')}`);
+    super('VALIDATION_FAILED', `Invalid ${subject}:\n  - ${lines.join('\n  - ')}`);
     this.name = 'ValidationError';
     this.issues = issues;
   }

@@ -24,13 +24,32 @@ export {
 } from './errors.js';
 export { EdgeGateway } from './gateway/edge-gateway.js';
 export type { EdgeGatewayOptions, ResolvedOptions } from './gateway/options.js';
+export type { RecordChange, RecordWatcher } from './gateway/records.js';
+export { Records } from './gateway/records.js';
 export type { DroppedEvent, GatewayEvents, GatewayStatus, HealthStatus } from './gateway/status.js';
 export type { Logger } from './logger.js';
 export type { DataPointInput, Tags, TimestampInput } from './model/data-point.js';
 export { DATA_POINT_LIMITS, DataPoint } from './model/data-point.js';
+export type {
+  CloudRecord,
+  MutationResult,
+  PullResponse,
+  PushRequest,
+  PushResponse,
+  RecordChange as CloudRecordChange,
+  RecordMutation,
+} from './model/records-wire.js';
+export { RECORD_LIMITS } from './model/records-wire.js';
 export type { Alert, AlertInput, Processor, ProcessResult } from './processing/processor.js';
 export { DataProcessor } from './processing/processor.js';
 export type { QuarantineReport } from './storage/quarantine.js';
+export type {
+  IncomingRecord,
+  RecordDeadLetter,
+  RecordStorage,
+  StoredMutation,
+  StoredRecord,
+} from './storage/record-storage.js';
 export type { SqliteStorageOptions } from './storage/sqlite-storage.js';
 export { SqliteStorage } from './storage/sqlite-storage.js';
 export type {
@@ -45,8 +64,18 @@ export type {
   StorageCapacity,
 } from './storage/storage.js';
 export type { ConflictResolver, ConflictStrategy, Resolution, SyncRecord } from './sync/conflict-resolver.js';
+export { lastWriteWins } from './sync/conflict-resolver.js';
+export { HybridClock, hlcTime } from './sync/hlc.js';
+export type { ConflictEvent } from './sync/records-sync.js';
 export type { SyncStrategy } from './sync/sync-manager.js';
-export type { SyncErrorCode, SyncErrorEvent, SyncResult } from './sync/sync-result.js';
+export type { RecordsSummary, SyncErrorCode, SyncErrorEvent, SyncResult } from './sync/sync-result.js';
 export type { HttpTransportOptions } from './transport/http-transport.js';
 export { HttpTransport } from './transport/http-transport.js';
-export type { OutgoingBatch, PingResult, RetryableCode, SendResult, Transport } from './transport/transport.js';
+export type {
+  ExchangeResult,
+  OutgoingBatch,
+  PingResult,
+  RetryableCode,
+  SendResult,
+  Transport,
+} from './transport/transport.js';

@@ -18,21 +18,25 @@ import {
   toDataPoint,
 } from '../model/data-point.js';
 import { DataProcessor, type Processor, type ProcessResult } from '../processing/processor.js';
+import { RECORDS_META } from '../storage/sqlite-records.js';
 import { SqliteStorage } from '../storage/sqlite-storage.js';
 import type { DeadLetter, DeadLetterInsert, OutboxInsert, Storage } from '../storage/storage.js';
 import { type ConflictResolver, type ConflictStrategy, lastWriteWins, resolverFor } from '../sync/conflict-resolver.js';
+import { HybridClock } from '../sync/hlc.js';
+import { RecordsSync } from '../sync/records-sync.js';
 import { type SyncListener, SyncManager, type SyncSettings } from '../sync/sync-manager.js';
 import type { SyncResult } from '../sync/sync-result.js';
 import { HttpTransport } from '../transport/http-transport.js';
 import type { Transport } from '../transport/transport.js';
 import { GroupCommit } from './group-commit.js';
 import { compressionSetting, type EdgeGatewayOptions, type ResolvedOptions, resolveOptions } from './options.js';
+import { Records } from './records.js';
 import type { GatewayEvents, GatewayStatus, HealthStatus } from './status.js';
 
 /** Largest processed-data object a processor may return for one reading, as JSON. */
 const MAX_PAYLOAD_BYTES = 64 * 1024;
 /** Options that name the local store; they cannot change once it is open. */
-const FIXED_AFTER_START = ['localDb', 'storage', 'durability', 'maxDatabaseSize'] as const;
+const FIXED_AFTER_START = ['localDb', 'storage', 'durability', 'maxDatabaseSize', 'clock'] as const;
 
 type Lifecycle = 'created' | 'starting' | 'running' | 'stopping' | 'stopped';
 
@@ -80,6 +84,14 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
   /** sendData/sendBatch calls still in the processor. */
   readonly #processing = new Set<Promise<unknown>>();
   #cpu = { usage: process.cpuUsage(), at: performance.now() };
+  /** Stamps record writes; made at start, from the last stamp and clock offset kept in the database. */
+  #clock: HybridClock;
+  #recordsSync: RecordsSync | undefined;
+  /**
+   * Shared records, kept in step with the cloud both ways: `put`, `get`, `delete`, `list`, `watch`. Reads work
+   * offline; writes are durable at once. Available after `start()`.
+   */
+  readonly records: Records;
 
   constructor(options: EdgeGatewayOptions) {
     super();
@@ -96,7 +108,41 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
     this.#resolver = this.#options.conflictResolver ?? lastWriteWins;
     if (this.#options.conflictResolver) this.#strategy = 'custom';
     this.#commit = new GroupCommit((rows, dead) => this.#commitRows(rows, dead));
+    this.#clock = new HybridClock({ now: this.#options.clock ?? Date.now });
+    this.records = new Records({
+      storage: (method) => this.#recordStorage(method),
+      clock: () => this.#clock,
+      replicaId: () => this.#storage.replicaId,
+      written: () => this.#sync?.noteRecordWrite(),
+      watcherFailed: (error) => this.#backgroundError(error as Error),
+    });
     this.#attachProcessor();
+  }
+
+  #recordStorage(method: string) {
+    const refused = this.#inputError(method);
+    if (refused) throw refused;
+    const records = this.#storage.records;
+    if (!records) throw new ConfigError([`The storage given to this gateway keeps no shared records (${method})`]);
+    return records;
+  }
+
+  // The clock carries on from the last stamp written and the last offset to the cloud measured, so that stamps
+  // never go back across a restart, and a device whose wall clock is wrong stamps in the cloud's time offline too.
+  #restoreClock(): void {
+    if (!this.#storage.records) return;
+    const offset = Number(this.#storage.getMeta(RECORDS_META.clockOffset) ?? '0');
+    this.#clock = new HybridClock({
+      now: this.#options.clock ?? Date.now,
+      last: this.#storage.getMeta(RECORDS_META.hlc),
+      offsetMs: Number.isFinite(offset) ? offset : 0,
+      maxDriftMs: this.#options.maxClockSkew * 1000,
+    });
+  }
+
+  /** The hybrid logical clock that stamps record writes. */
+  get clock(): HybridClock {
+    return this.#clock;
   }
 
   // Gives a DataProcessor its alert sink: in the constructor, and again when configure() sets a new processor.
@@ -143,6 +189,7 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
       throw error;
     }
     this.#startedAt = performance.now();
+    this.#restoreClock();
     this.#lifecycle = 'running';
     this.#reportQuarantine();
     this.#startSync();
@@ -168,8 +215,52 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
     const transport = this.#makeTransport();
     if (!transport) return;
     this.#transport = transport;
-    this.#sync = new SyncManager(this.#storage, transport, this.#syncSettings(), this.#syncListener(), this.#logger);
+    this.#recordsSync = this.#makeRecordsSync();
+    this.#sync = new SyncManager(
+      this.#storage,
+      transport,
+      this.#syncSettings(),
+      this.#syncListener(),
+      this.#logger,
+      this.#recordsSync,
+    );
     this.#sync.start();
+  }
+
+  #makeRecordsSync(): RecordsSync | undefined {
+    const storage = this.#storage.records;
+    if (!storage) return undefined;
+    return new RecordsSync({
+      storage,
+      deviceId: this.#options.deviceId,
+      replicaId: () => this.#storage.replicaId,
+      clock: () => this.#clock, // remade at start, from what the database remembers
+      resolver: () => ({ resolver: this.#resolver, strategy: this.#strategy }),
+      resolverTimeoutMs: this.#options.conflictResolverTimeout * 1000,
+      maxClockSkewMs: this.#options.maxClockSkew * 1000,
+      logger: this.#logger,
+      saveClockOffset: (offset) => this.#storage.setMeta(RECORDS_META.clockOffset, String(offset)),
+      listener: {
+        conflict: (event) => {
+          this.#logger.info(
+            { collection: event.collection, key: event.key, strategy: event.strategy, winner: event.winner },
+            'record conflict resolved',
+          );
+          this.#guarded('conflict', () => this.emit('conflict', event));
+        },
+        changed: (records) => {
+          for (const record of records) this.#guarded('record-change', () => this.emit('record-change', record));
+          this.records.notify(records, 'cloud');
+        },
+        rejected: (count, message) => {
+          this.#logger.warn(
+            { count, message },
+            'the cloud refused a record edit; it is kept in the record dead letters',
+          );
+        },
+        error: (event) => this.#guarded('sync-error', () => this.emit('sync-error', event)),
+      },
+    });
   }
 
   #makeTransport(): Transport | undefined {
@@ -263,7 +354,8 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
       }
       this.#commit.flush();
       const sync = this.#sync;
-      if (sync && this.#options.stopTimeout > 0 && this.#storage.pendingCount() > 0 && !deadline.aborted) {
+      const pending = this.#storage.pendingCount() + (this.#storage.records?.mutationCount() ?? 0);
+      if (sync && this.#options.stopTimeout > 0 && pending > 0 && !deadline.aborted) {
         await sync.syncNow(deadline).catch(() => undefined);
       }
       await sync?.stop();
@@ -420,6 +512,7 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
       lastSyncTime: sync?.lastSyncTime ?? null,
       failedSyncCount: sync?.failedSyncCount ?? 0,
       deadLetterCount: open ? this.#storage.deadLetterCount() : 0,
+      pendingRecordCount: open ? (this.#storage.records?.mutationCount() ?? 0) : 0,
       lastError: sync?.lastError ?? null,
       authRefused: sync?.authRefused ?? false,
       clockSkewMs: sync?.clockSkewMs ?? null,

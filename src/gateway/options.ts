@@ -81,6 +81,15 @@ export interface EdgeGatewayOptions {
   transport?: Transport | undefined;
   /** Chooses between edge and cloud versions of shared records. @default last-write-wins */
   conflictResolver?: ConflictResolver | undefined;
+  /** Seconds a conflict resolver may take on one conflict; past it the edit stays pending. @default 5 */
+  conflictResolverTimeout?: number;
+  /**
+   * Seconds an edit's clock may run ahead of the cloud's before it is judged at the cloud's time (the reference
+   * server applies the same bound, default 60). @default 60
+   */
+  maxClockSkew?: number;
+  /** The wall clock, epoch ms: records' hybrid logical clock reads it. For tests. @default Date.now */
+  clock?: (() => number) | undefined;
   /** A pino-compatible logger. @default silent */
   logger?: Logger | undefined;
 }
@@ -116,6 +125,9 @@ export const optionsSchema = z.strictObject({
   storage: z.custom<Storage>(hasMethods('open', 'append', 'sealNext'), 'expected a Storage').optional(),
   transport: z.custom<Transport>(hasMethods('sendBatch', 'ping', 'close'), 'expected a Transport').optional(),
   conflictResolver: z.custom<ConflictResolver>(hasMethods('resolve'), 'expected an object with resolve()').optional(),
+  conflictResolverTimeout: seconds(3600).default(5),
+  maxClockSkew: seconds(86_400).default(60),
+  clock: z.custom<() => number>((v) => typeof v === 'function', 'expected a function returning epoch ms').optional(),
   logger: z
     .custom<Logger>(hasMethods('debug', 'info', 'warn', 'error'), 'expected a pino-compatible logger')
     .optional(),

@@ -1,5 +1,7 @@
 import type { Alert } from '../processing/processor.js';
 import type { QuarantineReport } from '../storage/quarantine.js';
+import type { SyncRecord } from '../sync/conflict-resolver.js';
+import type { ConflictEvent } from '../sync/records-sync.js';
 import type { SyncErrorEvent, SyncResult } from '../sync/sync-result.js';
 
 /** A snapshot of the gateway, from {@link EdgeGateway.getStatus}. */
@@ -17,11 +19,13 @@ export interface GatewayStatus {
   failedSyncCount: number;
   /** Readings the cloud refused for good, kept in the dead-letter table. */
   deadLetterCount: number;
+  /** Local edits of shared records not yet settled with the cloud. */
+  pendingRecordCount: number;
   /** The last sync failure, if any. */
   lastError: (SyncErrorEvent & { at: Date }) | null;
   /** The cloud refused the API key on the last attempt. */
   authRefused: boolean;
-  /** Server time minus local time at the last answer, in ms; null before one. */
+  /** Server time minus local time at the last answer, in ms; null before one. Record writes are stamped corrected by it. */
   clockSkewMs: number | null;
   /** When the next sync cycle is due, if one is scheduled. */
   nextSyncAt: Date | null;
@@ -71,6 +75,10 @@ export interface GatewayEvents {
   'sync-error': (event: SyncErrorEvent) => void;
   /** Readings will not reach the cloud: refused on intake, refused by the cloud, or failed in a processor. */
   dropped: (event: DroppedEvent) => void;
+  /** A conflict on a shared record was resolved: both sides, the strategy, and what won. */
+  conflict: (event: ConflictEvent) => void;
+  /** A change from the cloud replaced a shared record's local state (a pull, or a conflict the cloud won). */
+  'record-change': (record: SyncRecord) => void;
   /** A processor raised an alert. */
   alert: (alert: Alert) => void;
   /** A background failure; the gateway carries on. */

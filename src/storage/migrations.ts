@@ -52,6 +52,50 @@ export const MIGRATIONS: readonly string[] = [
     created_at INTEGER NOT NULL
   );
   `,
+  `
+  -- Shared records as this replica holds them; value is JSON text, NULL for a tombstone. version is the cloud
+  -- version the state is at, or was made on for a local edit the cloud has not acknowledged yet.
+  CREATE TABLE records (
+    collection TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value TEXT,
+    deleted INTEGER NOT NULL DEFAULT 0,
+    version INTEGER NOT NULL DEFAULT 0,
+    hlc TEXT NOT NULL,
+    origin TEXT NOT NULL,
+    PRIMARY KEY (collection, key)
+  ) WITHOUT ROWID;
+
+  -- Local edits of records waiting for the cloud. state 0: pending, coalescing with later edits of its key;
+  -- state 1: sent, frozen until its outcome is applied. AUTOINCREMENT: an id names a mutation to the cloud
+  -- ({replicaId}:{id}) and must never be reused, even after the newest row is deleted.
+  CREATE TABLE mutations (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    collection TEXT NOT NULL,
+    key TEXT NOT NULL,
+    op INTEGER NOT NULL,
+    value TEXT,
+    hlc TEXT NOT NULL,
+    state INTEGER NOT NULL DEFAULT 0,
+    base_version INTEGER
+  );
+  CREATE UNIQUE INDEX mutations_pending ON mutations (collection, key) WHERE state = 0;
+  CREATE INDEX mutations_key ON mutations (collection, key, state);
+
+  -- Mutations the cloud refused as invalid, kept with the reason.
+  CREATE TABLE record_dead_letters (
+    id INTEGER PRIMARY KEY,
+    mid TEXT NOT NULL,
+    collection TEXT NOT NULL,
+    key TEXT NOT NULL,
+    op INTEGER NOT NULL,
+    value TEXT,
+    base_version INTEGER,
+    hlc TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+  );
+  `,
 ];
 
 /** Brings the schema to the latest version. Returns the version it found. */

@@ -11,6 +11,8 @@ import {
   type QuarantineReport,
   quarantineFiles,
 } from './quarantine.js';
+import type { RecordStorage } from './record-storage.js';
+import { SqliteRecordStorage } from './sqlite-records.js';
 import type {
   DeadLetter,
   DeadLetterInsert,
@@ -178,6 +180,7 @@ export class SqliteStorage implements Storage {
   #statements: Statements | undefined;
   #budget: Budget | undefined;
   #quarantined: QuarantineReport | undefined;
+  #records: SqliteRecordStorage | undefined;
 
   constructor(options: SqliteStorageOptions) {
     const { maxSizeBytes, quickCheckMaxBytes } = options;
@@ -304,6 +307,7 @@ export class SqliteStorage implements Storage {
       this.#nextSeq = this.#findNextSeq(db);
       this.#pending = (db.prepare('SELECT count(*) AS n FROM outbox').get() as { n: number }).n;
       this.#quarantined = report;
+      this.#records = new SqliteRecordStorage(db, (what, work, room) => this.#write(what, work, room));
       return undefined;
     } catch (error) {
       this.#db = undefined;
@@ -377,6 +381,13 @@ export class SqliteStorage implements Storage {
     this.#db = undefined;
     this.#statements = undefined;
     this.#budget = undefined;
+    this.#records = undefined;
+  }
+
+  /** Shared records and their outbox, in the same database. Valid after `open()`. */
+  get records(): RecordStorage {
+    if (!this.#records) throw new StorageError('The local database is not open');
+    return this.#records;
   }
 
   #ensureReplicaId(db: Database): string {

@@ -4,6 +4,7 @@
  */
 
 import type { QuarantineReport } from './quarantine.js';
+import type { RecordStorage } from './record-storage.js';
 
 export type { QuarantineReport } from './quarantine.js';
 
@@ -119,6 +120,8 @@ export interface Storage {
    * set-aside file is where it was put, across restarts. Absent for stores that never quarantine.
    */
   readonly quarantined?: QuarantineReport | undefined;
+  /** Shared records and their outbox; absent for stores without them (records are then unavailable). */
+  readonly records?: RecordStorage;
   /** A small string value kept with the store. */
   getMeta(key: string): string | undefined;
   setMeta(key: string, value: string): void;

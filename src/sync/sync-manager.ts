@@ -4,6 +4,7 @@ import type { SealedBatch, Storage } from '../storage/storage.js';
 import type { SendResult, Transport } from '../transport/transport.js';
 import { backoffDelay, sleep } from './backoff.js';
 import { type CompressionSetting, encodeBatch, type WireFormat } from './batch-codec.js';
+import type { RecordsSync } from './records-sync.js';
 import type { SyncErrorCode, SyncErrorEvent, SyncResult } from './sync-result.js';
 
 /** How the gateway decides when to sync. */
@@ -98,6 +99,9 @@ export class SyncManager {
   #retryAfterFloorMs = 0;
   // Set when the cloud answered 415 to a compact batch: JSON from then on.
   #jsonOnly = false;
+  readonly #records: RecordsSync | undefined;
+  /** `performance.now()` of the last complete records pull. */
+  #lastPullAt: number | undefined;
   readonly #state: SyncState = {
     isOnline: false,
     lastSyncTime: null,
@@ -110,8 +114,16 @@ export class SyncManager {
     nextSyncAt: null,
   };
 
-  constructor(storage: Storage, transport: Transport, settings: SyncSettings, listener: SyncListener, logger: Logger) {
+  constructor(
+    storage: Storage,
+    transport: Transport,
+    settings: SyncSettings,
+    listener: SyncListener,
+    logger: Logger,
+    records?: RecordsSync,
+  ) {
     this.#storage = storage;
+    this.#records = records;
     this.#transport = transport;
     this.#settings = settings;
     this.#listener = listener;
@@ -171,6 +183,12 @@ export class SyncManager {
     }
   }
 
+  /** Called after a local record edit: records go out soon, whatever the strategy but fixed-interval. */
+  noteRecordWrite(): void {
+    if (this.#backingOff || this.#controller.signal.aborted) return;
+    if (this.#settings.strategy !== 'fixed-interval') this.#schedule(ON_CHANGE_DEBOUNCE_MS, false);
+  }
+
   /**
    * Runs a cycle now, whatever the schedule or backoff says: a cycle sleeping in backoff is cut short, one with
    * a request in flight is awaited. The forced cycle tries each batch once and does not sleep: on a failure it
@@ -218,7 +236,7 @@ export class SyncManager {
 
   #idleDelay(): number {
     const { strategy, intervalMs, batchSize } = this.#settings;
-    const pending = this.#storage.pendingCount();
+    const pending = this.#storage.pendingCount() + (this.#records?.supported ? this.#records.pendingCount() : 0);
     if (strategy === 'fixed-interval') return intervalMs;
     if (strategy === 'on-change') return pending > 0 ? ON_CHANGE_DEBOUNCE_MS : intervalMs;
     if (pending === 0) return intervalMs;
@@ -294,6 +312,7 @@ export class SyncManager {
   // The server stamped its answer somewhere within the round trip: compare it with the local clock at the middle.
   #noteServerTime(serverTime: string | undefined, roundTripMs: number): void {
     if (!serverTime) return;
+    this.#records?.observeServerTime(serverTime, roundTripMs);
     const server = Date.parse(serverTime);
     if (!Number.isNaN(server)) this.#state.clockSkewMs = Math.round(server - (Date.now() - roundTripMs / 2));
   }
@@ -335,16 +354,73 @@ export class SyncManager {
     const finish = (end: CycleEnd) => {
       result.remaining = this.#storage.pendingCount();
       result.durationMs = Math.round(performance.now() - started);
-      if (result.acknowledged > 0 || result.deadLettered > 0) this.#listener.synced({ ...result });
+      const records = result.records;
+      const recordsMoved = records !== undefined && records.pushed + records.pulled > 0;
+      if (result.acknowledged > 0 || result.deadLettered > 0 || recordsMoved) this.#listener.synced({ ...result });
       return { result, end };
     };
+    // Records first: they are few and small, and a setpoint matters more than the thousandth reading.
+    let answered = false;
+    const records = this.#records;
+    if (records?.supported && !signal.aborted) {
+      const pull =
+        !patient || this.#lastPullAt === undefined || performance.now() - this.#lastPullAt >= this.#settings.intervalMs;
+      let cycle: Awaited<ReturnType<RecordsSync['run']>>;
+      try {
+        cycle = await records.run(this.#transport, signal, pull);
+      } catch (error) {
+        if (signal.aborted) return finish('aborted');
+        throw error; // the local database failed: #run reports it
+      }
+      const { failure, serverTime, ...summary } = cycle;
+      if (records.supported) result.records = summary;
+      if (serverTime) {
+        this.#noteServerTime(serverTime.at, serverTime.roundTripMs);
+        this.#setOnline(true, 'cloud answered');
+        answered = true;
+        if (pull && !failure) this.#lastPullAt = performance.now();
+      }
+      if (failure) {
+        switch (failure.status) {
+          case 'unauthorized':
+            this.#setOnline(true, 'cloud answered');
+            this.#state.authRefused = true;
+            this.#state.consecutiveFailures++;
+            this.#fail({
+              code: 'AUTH_REFUSED',
+              message: `the cloud refused the API key (HTTP ${failure.httpStatus}): ${failure.message}`,
+              httpStatus: failure.httpStatus,
+              retryInMs: this.#settings.maxBackoffMs,
+            });
+            return finish('unauthorized');
+          case 'refused':
+            this.#setOnline(true, 'cloud answered');
+            this.#fail({ code: 'RECORDS_REFUSED', message: failure.message, httpStatus: failure.httpStatus });
+            break;
+          case 'retryable': {
+            if (failure.code !== 'throttled') this.#setOnline(false, failure.message);
+            this.#fail({
+              code: retryableCode(failure.code),
+              message: `records: ${failure.message}`,
+              ...(failure.httpStatus === undefined ? {} : { httpStatus: failure.httpStatus }),
+            });
+            // With readings queued, their sends meet the same failure and back off; with none, back off here.
+            if (this.#storage.pendingCount() === 0) {
+              this.#state.consecutiveFailures++;
+              this.#retryAfterFloorMs = failure.retryAfterMs ?? 0;
+              return finish('failed');
+            }
+          }
+        }
+      }
+    }
     let attempts = 0;
     let conflicts = 0;
     for (let batches = 0; batches < MAX_BATCHES_PER_CYCLE; batches++) {
       if (signal.aborted) return finish('aborted');
       const batch = this.#nextBatch();
       if (!batch) {
-        if (result.sent === 0) await this.#probe(signal);
+        if (result.sent === 0 && !answered) await this.#probe(signal);
         return finish(signal.aborted ? 'aborted' : 'drained');
       }
       result.sent += batch.count;

@@ -1,8 +1,17 @@
 import { Agent as HttpAgent, request as httpRequest, type IncomingHttpHeaders, type IncomingMessage } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
+import { gzipSync } from 'fflate';
+import type { z } from 'zod';
+import {
+  type PullResponse,
+  type PushRequest,
+  type PushResponse,
+  pullResponseSchema,
+  pushResponseSchema,
+} from '../model/records-wire.js';
 import { batchAckSchema, errorBodySchema } from '../model/wire.js';
 import { parseRetryAfter } from './retry-after.js';
-import type { OutgoingBatch, PingResult, SendResult, Transport } from './transport.js';
+import type { ExchangeResult, OutgoingBatch, PingResult, SendResult, Transport } from './transport.js';
 
 /** Options of {@link HttpTransport}. */
 export interface HttpTransportOptions {
@@ -14,8 +23,10 @@ export interface HttpTransportOptions {
   timeoutMs?: number;
 }
 
-/** Largest answer body read; the protocol's answers are a few hundred bytes. */
-const MAX_ANSWER_BYTES = 1024 * 1024;
+/** Largest answer body read: a pull page of big records is the largest answer the protocol has. */
+const MAX_ANSWER_BYTES = 64 * 1024 * 1024;
+/** A records push body above this size is gzip'd. */
+const GZIP_ABOVE_BYTES = 1024;
 
 /** An HTTP answer, read to its end. */
 interface Answer {
@@ -137,6 +148,70 @@ export class HttpTransport implements Transport {
       if (signal?.aborted) throw error;
       return retryable(error);
     }
+  }
+
+  pushRecords(request: PushRequest, signal?: AbortSignal): Promise<ExchangeResult<PushResponse>> {
+    const json = new TextEncoder().encode(JSON.stringify(request));
+    const gzip = json.byteLength > GZIP_ABOVE_BYTES;
+    const headers: Record<string, string> = { 'content-type': 'application/json' };
+    if (gzip) headers['content-encoding'] = 'gzip';
+    return this.#jsonExchange(
+      'POST',
+      'records/push',
+      headers,
+      gzip ? gzipSync(json) : json,
+      pushResponseSchema,
+      signal,
+    );
+  }
+
+  pullRecords(cursor: number, limit: number, signal?: AbortSignal): Promise<ExchangeResult<PullResponse>> {
+    const path = `records/pull?cursor=${encodeURIComponent(cursor)}&limit=${encodeURIComponent(limit)}`;
+    return this.#jsonExchange('GET', path, {}, undefined, pullResponseSchema, signal);
+  }
+
+  async #jsonExchange<T>(
+    method: 'GET' | 'POST',
+    path: string,
+    headers: Record<string, string>,
+    body: Uint8Array | undefined,
+    schema: z.ZodType<T>,
+    signal?: AbortSignal,
+  ): Promise<ExchangeResult<T>> {
+    let answer: Answer;
+    try {
+      answer = await this.#exchange(method, path, headers, body, signal);
+    } catch (error) {
+      if (signal?.aborted) throw error;
+      const code = error instanceof ExchangeError ? error.code : 'network';
+      return { status: 'retryable', code, message: (error as Error).message ?? String(error) };
+    }
+    const { status, text } = answer;
+    const json = parseJson(text);
+    if (status === 200) {
+      const parsed = schema.safeParse(json);
+      if (parsed.success) return { status: 'ok', body: parsed.data };
+      return {
+        status: 'retryable',
+        code: 'server',
+        httpStatus: status,
+        message: `the cloud answered ${path.split('?')[0]} with a body that does not follow the protocol`,
+      };
+    }
+    const error = errorBodySchema.safeParse(json);
+    const message = error.success ? `${error.data.error}: ${error.data.message ?? ''}`.trim() : `HTTP ${status}`;
+    if (status === 401 || status === 403) return { status: 'unauthorized', httpStatus: status, message };
+    if (status === 429 || status >= 500 || status < 400) {
+      const retryAfterMs = parseRetryAfter(header(answer.headers, 'retry-after'));
+      return {
+        status: 'retryable',
+        code: status === 429 ? 'throttled' : 'server',
+        httpStatus: status,
+        message,
+        ...(retryAfterMs === undefined ? {} : { retryAfterMs }),
+      };
+    }
+    return { status: 'refused', httpStatus: status, message };
   }
 
   async ping(signal?: AbortSignal): Promise<PingResult> {

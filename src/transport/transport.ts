@@ -1,3 +1,4 @@
+import type { PullResponse, PushRequest, PushResponse } from '../model/records-wire.js';
 import type { BatchAck, RejectedPoint } from '../model/wire.js';
 
 /**
@@ -52,12 +53,31 @@ export type PingResult =
   | { readonly reachable: true; readonly serverTime?: string }
   | { readonly reachable: false; readonly message: string };
 
+/** The outcome of a records exchange (push or pull). */
+export type ExchangeResult<T> =
+  | { readonly status: 'ok'; readonly body: T }
+  /** Nothing happened that matters; try again later, not before `retryAfterMs` when given. */
+  | {
+      readonly status: 'retryable';
+      readonly code: RetryableCode;
+      readonly message: string;
+      readonly httpStatus?: number;
+      readonly retryAfterMs?: number;
+    }
+  | { readonly status: 'unauthorized'; readonly httpStatus: number; readonly message: string }
+  /** The cloud refused the request as such (a 4xx other than auth and throttling; 404: it has no records API). */
+  | { readonly status: 'refused'; readonly httpStatus: number; readonly message: string };
+
 /** Moves batches to the cloud. {@link HttpTransport} is the default. */
 export interface Transport {
   /** Sends one sealed batch. Never throws for a network or server failure: returns a {@link SendResult}. */
   sendBatch(batch: OutgoingBatch, signal?: AbortSignal): Promise<SendResult>;
   /** Checks that the cloud answers, when there is nothing to send. */
   ping(signal?: AbortSignal): Promise<PingResult>;
+  /** Pushes record mutations (`POST /records/push`). Absent on transports without records sync. */
+  pushRecords?(request: PushRequest, signal?: AbortSignal): Promise<ExchangeResult<PushResponse>>;
+  /** Pulls record changes after `cursor` (`GET /records/pull`). Absent on transports without records sync. */
+  pullRecords?(cursor: number, limit: number, signal?: AbortSignal): Promise<ExchangeResult<PullResponse>>;
   /** Releases connections. Safe to call twice. */
   close(): Promise<void>;
 }
