@@ -3,6 +3,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import { inflateRawSync } from 'node:zlib';
 import { z } from 'zod';
+import { ConfigError } from '../errors.js';
 import {
   COMPACT_BATCH_CONTENT_TYPE,
   type CompactBatch,
@@ -10,6 +11,7 @@ import {
   decodeCompactRaw,
 } from '../model/compact-codec.js';
 import { parseTimestamp } from '../model/data-point.js';
+import type { MutationResult } from '../model/records-wire.js';
 import {
   batchEnvelopeSchema,
   JSON_BATCH_CONTENT_TYPE,
@@ -17,8 +19,11 @@ import {
   type WirePoint,
   wirePointSchema,
 } from '../model/wire.js';
-import type { CloudStore } from './cloud-store.js';
+import { HybridClock } from '../sync/hlc.js';
+import type { CloudStore, MutationContext } from './cloud-store.js';
+import { HttpError } from './http-error.js';
 import { BodyError, readBody } from './read-body.js';
+import { parseEdit, parsePush, parseRecordPath, pullQuerySchema, stampMutation } from './records-requests.js';
 import { SqliteCloudStore } from './sqlite-cloud-store.js';
 
 /** Options of {@link CloudServer.listen}. */
@@ -42,9 +47,18 @@ export interface CloudServerOptions {
    * to refuse the reading. A batch with refused readings is answered 422 naming them, and nothing of it is stored.
    */
   validatePoint?: (point: WirePoint, deviceId: string) => string | undefined;
+  /**
+   * How far ahead of the server's clock a pushed record's stamp may be, in ms. A stamp further ahead is replaced
+   * by the server's own (the result says `restamped: true`) and the device is flagged in `GET /records/stats`, so
+   * that a device with a fast clock cannot win every last-write-wins conflict. @default 60000
+   */
+  maxClockSkewMs?: number;
+  /** The server's wall clock, in epoch ms: stamps, `serverTime` and the skew rule read it. @default Date.now */
+  now?: () => number;
 }
 
 const API_PREFIX = '/api/v1';
+const DEFAULT_MAX_CLOCK_SKEW_MS = 60_000;
 
 const digest = (value: string) => createHash('sha256').update(value).digest();
 
@@ -81,18 +95,6 @@ function decodeJson(body: Buffer): { deviceId: string; replicaId: string; batchN
   return envelope.data;
 }
 
-class HttpError extends Error {
-  constructor(
-    readonly status: number,
-    readonly error: string,
-    message: string,
-    readonly extra: Record<string, unknown> = {},
-    readonly headers: Record<string, string> = {},
-  ) {
-    super(message);
-  }
-}
-
 /**
  * The reference cloud sync server (`edge-gateway/cloud`): takes batches from gateways idempotently, stores them
  * with their acknowledgement in one transaction, and answers queries. Plain `node:http`, no framework.
@@ -110,10 +112,12 @@ export class CloudServer {
   readonly #options: Required<Omit<CloudServerOptions, 'store' | 'validatePoint'>> &
     Pick<CloudServerOptions, 'validatePoint'>;
   readonly #keys: Buffer[];
+  /** Stamps cloud-side edits and restamps pushed ones; follows every stamp it accepts. */
+  readonly #clock: HybridClock;
   #port = 0;
   #closing: Promise<void> | undefined;
 
-  private constructor(options: CloudServerOptions, store: CloudStore) {
+  private constructor(options: CloudServerOptions, store: CloudStore, lastHlc: string | undefined) {
     this.#options = {
       port: 0,
       host: '127.0.0.1',
@@ -121,8 +125,15 @@ export class CloudServer {
       maxBodyBytes: 16 * 1024 * 1024,
       maxInflatedBytes: 64 * 1024 * 1024,
       ...options,
+      maxClockSkewMs: options.maxClockSkewMs ?? DEFAULT_MAX_CLOCK_SKEW_MS,
+      now: options.now ?? Date.now,
     };
     this.#store = store;
+    this.#clock = new HybridClock({
+      now: this.#options.now,
+      last: lastHlc,
+      maxDriftMs: this.#options.maxClockSkewMs,
+    });
     this.#keys = options.apiKeys.map(digest);
     this.#server = createServer((request, response) => {
       this.#handle(request, response).catch((error: unknown) => {
@@ -135,8 +146,15 @@ export class CloudServer {
 
   /** Starts a server; resolves once it listens. */
   static async listen(options: CloudServerOptions): Promise<CloudServer> {
+    const skew = options.maxClockSkewMs;
+    if (skew !== undefined && !(Number.isFinite(skew) && skew >= 0)) {
+      throw new ConfigError([
+        `Expected the "maxClockSkewMs" option to be a non-negative number of milliseconds (got ${String(skew)})`,
+      ]);
+    }
     const store = options.store ?? new SqliteCloudStore(options.dbPath ?? ':memory:');
-    const server = new CloudServer(options, store);
+    // The clock starts from the greatest stamp stored, so that its stamps never go backwards across restarts.
+    const server = new CloudServer(options, store, await store.latestHlc());
     await new Promise<void>((resolve, reject) => {
       server.#server.once('error', reject);
       server.#server.listen(server.#options.port, server.#options.host, () => {
@@ -175,7 +193,7 @@ export class CloudServer {
   }
 
   #send(response: ServerResponse, status: number, body: object, headers: Record<string, string> = {}): void {
-    const json = JSON.stringify({ ...body, serverTime: new Date().toISOString() });
+    const json = JSON.stringify({ ...body, serverTime: new Date(this.#options.now()).toISOString() });
     response.writeHead(status, {
       'content-type': 'application/json',
       'content-length': Buffer.byteLength(json),
@@ -215,6 +233,8 @@ export class CloudServer {
       } else if (request.method === 'GET' && path === '/telemetry/stats') {
         const deviceId = url.searchParams.get('deviceId') ?? undefined;
         this.#send(response, 200, await this.#store.stats(deviceId));
+      } else if (path.startsWith('/records/')) {
+        await this.#records(request, response, url, path.slice('/records/'.length).split('/'));
       } else {
         throw new HttpError(404, 'not_found', `no route for ${request.method} ${url.pathname}`);
       }
@@ -231,6 +251,61 @@ export class CloudServer {
         this.#send(response, error.status, { error: error.error, message: error.message }, { connection: 'close' });
       } else throw error;
     }
+  }
+
+  /** The records routes; `segments` is the path after `/records/`, split on `/` and still URL-encoded. */
+  async #records(request: IncomingMessage, response: ServerResponse, url: URL, segments: string[]): Promise<void> {
+    const [first = '', second] = segments;
+    if (segments.length === 1 && request.method === 'POST' && first === 'push') {
+      await this.#push(request, response);
+    } else if (segments.length === 1 && request.method === 'GET' && first === 'pull') {
+      const { cursor, limit } = this.#params(pullQuerySchema, url);
+      this.#send(response, 200, await this.#store.pullChanges(cursor, limit));
+    } else if (segments.length === 1 && request.method === 'GET' && first === 'stats') {
+      this.#send(response, 200, await this.#store.recordStats());
+    } else if (segments.length === 2 && second !== undefined && request.method === 'GET') {
+      const { collection, key } = parseRecordPath(first, second);
+      const record = await this.#store.getRecord(collection, key);
+      if (!record) throw new HttpError(404, 'not_found', `no record ${collection}/${key}`);
+      this.#send(response, 200, record);
+    } else if (segments.length === 2 && second !== undefined && request.method === 'PUT') {
+      const { collection, key } = parseRecordPath(first, second);
+      const edit = parseEdit(await this.#readJson(request));
+      this.#send(response, 200, await this.#store.editRecord(collection, key, edit, this.#clock.tick()));
+    } else {
+      throw new HttpError(404, 'not_found', `no route for ${request.method} ${url.pathname}`);
+    }
+  }
+
+  /** Each mutation in its own transaction, in request order; an invalid one is answered `rejected` alone. */
+  async #push(request: IncomingMessage, response: ServerResponse): Promise<void> {
+    const push = parsePush(await this.#readJson(request));
+    const context: MutationContext = { deviceId: push.deviceId, replicaId: push.replicaId };
+    const results: MutationResult[] = [];
+    let worstSkewMs: number | undefined;
+    for (const item of push.items) {
+      if (item.kind === 'invalid') {
+        results.push(await this.#store.rejectMutation(context, item.mid, item.reason));
+        continue;
+      }
+      const { stamp, skewMs } = stampMutation(this.#clock, item.mutation.hlc, this.#options.maxClockSkewMs);
+      if (stamp.restamped) worstSkewMs = Math.max(worstSkewMs ?? skewMs, skewMs);
+      results.push(await this.#store.pushMutation(context, item.mutation, stamp));
+    }
+    if (worstSkewMs !== undefined) {
+      const at = new Date(this.#options.now()).toISOString();
+      await this.#store.flagClockSkew({ ...context, skewMs: worstSkewMs, at });
+    }
+    this.#send(response, 200, { results });
+  }
+
+  /** A JSON body (gzip'd or not), within the body bounds. A content type other than JSON is refused. */
+  async #readJson(request: IncomingMessage): Promise<Buffer> {
+    const type = (request.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase();
+    if (type && type !== 'application/json') {
+      throw new HttpError(415, 'unsupported_media_type', `content-type ${type} is not supported; use application/json`);
+    }
+    return readBody(request, this.#options.maxBodyBytes, this.#options.maxInflatedBytes);
   }
 
   #params<T extends z.ZodType>(schema: T, url: URL): z.output<T> {

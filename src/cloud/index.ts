@@ -4,16 +4,33 @@
  * @packageDocumentation
  */
 
+export type {
+  CloudRecord,
+  MutationResult,
+  PullResponse,
+  PushRequest,
+  PushResponse,
+  RecordChange,
+  RecordMutation,
+} from '../model/records-wire.js';
+export { RECORD_LIMITS } from '../model/records-wire.js';
 export type { BatchAck, BatchEnvelope, ErrorBody, RejectedPoint, WirePoint } from '../model/wire.js';
 export { batchEnvelopeSchema, wirePointSchema } from '../model/wire.js';
 export type { CloudServerOptions } from './cloud-server.js';
 export { CloudServer } from './cloud-server.js';
 export type {
+  ChangePage,
+  ClockSkewFlag,
   CloudStore,
   IncomingBatch,
   IngestOutcome,
+  MutationContext,
+  RecordEdit,
+  RecordStamp,
+  RecordStats,
   StoredPoint,
   TelemetryQuery,
   TelemetryStats,
 } from './cloud-store.js';
+export { neverExistedRecord } from './cloud-store.js';
 export { SqliteCloudStore } from './sqlite-cloud-store.js';
