@@ -44,6 +44,7 @@ describe('examples/', () => {
   it('has an example for each test below', () => {
     expect(readdirSync(join(root, 'examples')).sort()).toEqual([
       'basic-usage.ts',
+      'conflict-resolution.ts',
       'custom-processing.ts',
       'monitoring.ts',
     ]);
@@ -80,6 +81,16 @@ describe('examples/', () => {
       expect.objectContaining({ original: 42, normalized: 0.42 }),
       expect.objectContaining({ original: 180, normalized: 1.8 }),
     ]);
+  });
+
+  it('conflict-resolution settles one offline conflict per strategy as each promises', async () => {
+    const { code, output } = await runExample('conflict-resolution.ts', env('conflicts'));
+    expect(output).toContain('last-write-wins: boiler-1 settles at {"target":74} (version 3)');
+    expect(output).toContain('cloud-wins: boiler-2 settles at {"target":68} (version 2)');
+    expect(output).toContain('edge-wins: boiler-3 settles at {"target":74} (version 3)');
+    expect(output).toContain('custom: boiler-4 settles at {"target":74,"mergedFrom":[74,68]} (version 3)');
+    expect(output).toContain('conflict on setpoints/boiler-2: cloud-wins chose cloud');
+    expect(code).toBe(0);
   });
 
   it('monitoring prints status and health after a forced sync', async () => {

@@ -17,6 +17,7 @@ import {
   normalizePoint,
   toDataPoint,
 } from '../model/data-point.js';
+import { hlcSchema } from '../model/records-wire.js';
 import { DataProcessor, type Processor, type ProcessResult } from '../processing/processor.js';
 import { RECORDS_META } from '../storage/sqlite-records.js';
 import { SqliteStorage } from '../storage/sqlite-storage.js';
@@ -132,9 +133,11 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
   #restoreClock(): void {
     if (!this.#storage.records) return;
     const offset = Number(this.#storage.getMeta(RECORDS_META.clockOffset) ?? '0');
+    const last = this.#storage.getMeta(RECORDS_META.hlc);
     this.#clock = new HybridClock({
       now: this.#options.clock ?? Date.now,
-      last: this.#storage.getMeta(RECORDS_META.hlc),
+      // A damaged stamp is not worth refusing to start over: the clock starts from the wall clock instead.
+      last: last !== undefined && hlcSchema.safeParse(last).success ? last : undefined,
       offsetMs: Number.isFinite(offset) ? offset : 0,
       maxDriftMs: this.#options.maxClockSkew * 1000,
     });

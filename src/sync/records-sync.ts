@@ -279,13 +279,14 @@ export class RecordsSync {
     return true;
   }
 
-  // The server restamps an edit whose clock runs more than the allowed skew ahead of its own (DESIGN §4): judge
-  // the edge's side the same way, so that a device an hour fast does not win every last-write-wins conflict.
+  // A stamp more than the allowed skew ahead of the cloud's clock (DESIGN §4) says nothing about when the edit was
+  // made: the device's clock was wrong when it made it, and the cloud restamps such an edit when it applies one.
+  // In a conflict it is judged as older than any trusted write, so that a device an hour fast does not win every
+  // last-write-wins conflict; the conflict event still shows the stamp the device wrote.
   #judgedAtServerTime(edge: SyncRecord, serverTime: string): SyncRecord {
     const serverMs = Date.parse(serverTime);
     if (!Number.isFinite(serverMs) || edge.timestamp.getTime() <= serverMs + this.#o.maxClockSkewMs) return edge;
-    const hlc = formatHlc({ ms: serverMs, counter: 0 });
-    return { ...edge, hlc, timestamp: new Date(serverMs) };
+    return { ...edge, hlc: formatHlc({ ms: 0, counter: 0 }), timestamp: new Date(0) };
   }
 
   #withDeadline<T>(work: T | Promise<T>, mutation: StoredMutation): Promise<T> {

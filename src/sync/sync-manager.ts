@@ -97,6 +97,8 @@ export class SyncManager {
   #reachabilityKnown = false;
   // The server's Retry-After on the failure that ended a cycle: the next cycle waits at least this long.
   #retryAfterFloorMs = 0;
+  // The wait a failure already announced (in its sync-error event): the next cycle is scheduled after exactly it.
+  #plannedDelayMs: number | undefined;
   // Set when the cloud answered 415 to a compact batch: JSON from then on.
   #jsonOnly = false;
   readonly #records: RecordsSync | undefined;
@@ -293,9 +295,11 @@ export class SyncManager {
         // Out of attempts, or refused credentials: the longest interval, jittered so that a fleet spreads out.
         // After a forced cycle's single failure: the backoff its failure count calls for.
         const delay =
-          end === 'unauthorized' || failures >= this.#settings.maxRetryAttempts
+          this.#plannedDelayMs ??
+          (end === 'unauthorized' || failures >= this.#settings.maxRetryAttempts
             ? Math.round(maxBackoffMs * (0.5 + Math.random() * 0.5))
-            : backoffDelay(failures, this.#backoffBounds());
+            : backoffDelay(failures, this.#backoffBounds()));
+        this.#plannedDelayMs = undefined;
         this.#schedule(Math.max(delay, this.#retryAfterFloorMs), true);
         this.#retryAfterFloorMs = 0;
       }
@@ -398,18 +402,23 @@ export class SyncManager {
             this.#fail({ code: 'RECORDS_REFUSED', message: failure.message, httpStatus: failure.httpStatus });
             break;
           case 'retryable': {
+            // With readings queued, their sends meet the same failure (or not) and report it, back off, or carry
+            // on; the records go again next cycle. With none, the failure ends the cycle here.
+            if (this.#storage.pendingCount() > 0) {
+              this.#logger.debug({ message: failure.message }, 'records sync failed; sending readings');
+              break;
+            }
             if (failure.code !== 'throttled') this.#setOnline(false, failure.message);
+            this.#state.consecutiveFailures++;
+            const delay = backoffDelay(this.#state.consecutiveFailures, this.#backoffBounds(), failure.retryAfterMs);
+            this.#plannedDelayMs = delay;
             this.#fail({
               code: retryableCode(failure.code),
               message: `records: ${failure.message}`,
+              retryInMs: delay,
               ...(failure.httpStatus === undefined ? {} : { httpStatus: failure.httpStatus }),
             });
-            // With readings queued, their sends meet the same failure and back off; with none, back off here.
-            if (this.#storage.pendingCount() === 0) {
-              this.#state.consecutiveFailures++;
-              this.#retryAfterFloorMs = failure.retryAfterMs ?? 0;
-              return finish('failed');
-            }
+            return finish('failed');
           }
         }
       }
