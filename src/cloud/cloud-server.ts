@@ -11,7 +11,6 @@ import {
   decodeCompactRaw,
 } from '../model/compact-codec.js';
 import { parseTimestamp } from '../model/data-point.js';
-import type { MutationResult } from '../model/records-wire.js';
 import {
   batchEnvelopeSchema,
   JSON_BATCH_CONTENT_TYPE,
@@ -20,7 +19,7 @@ import {
   wirePointSchema,
 } from '../model/wire.js';
 import { HybridClock } from '../sync/hlc.js';
-import type { CloudStore, MutationContext } from './cloud-store.js';
+import type { CloudStore, MutationContext, PushDecision } from './cloud-store.js';
 import { HttpError } from './http-error.js';
 import { BodyError, readBody } from './read-body.js';
 import { parseEdit, parsePush, parseRecordPath, pullQuerySchema, stampMutation } from './records-requests.js';
@@ -277,21 +276,18 @@ export class CloudServer {
     }
   }
 
-  /** Each mutation in its own transaction, in request order; an invalid one is answered `rejected` alone. */
+  /** Every mutation decided in request order, each with its outcome; an invalid one is answered `rejected` alone. */
   async #push(request: IncomingMessage, response: ServerResponse): Promise<void> {
     const push = parsePush(await this.#readJson(request));
     const context: MutationContext = { deviceId: push.deviceId, replicaId: push.replicaId };
-    const results: MutationResult[] = [];
     let worstSkewMs: number | undefined;
-    for (const item of push.items) {
-      if (item.kind === 'invalid') {
-        results.push(await this.#store.rejectMutation(context, item.mid, item.reason));
-        continue;
-      }
+    const decisions = push.items.map((item): PushDecision => {
+      if (item.kind === 'invalid') return item;
       const { stamp, skewMs } = stampMutation(this.#clock, item.mutation.hlc, this.#options.maxClockSkewMs);
       if (stamp.restamped) worstSkewMs = Math.max(worstSkewMs ?? skewMs, skewMs);
-      results.push(await this.#store.pushMutation(context, item.mutation, stamp));
-    }
+      return { kind: 'valid', mutation: item.mutation, stamp };
+    });
+    const results = await this.#store.pushMutations(context, decisions);
     if (worstSkewMs !== undefined) {
       const at = new Date(this.#options.now()).toISOString();
       await this.#store.flagClockSkew({ ...context, skewMs: worstSkewMs, at });

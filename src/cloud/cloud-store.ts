@@ -1,6 +1,11 @@
 import type { CloudRecord, MutationResult, RecordChange, RecordMutation } from '../model/records-wire.js';
 import type { BatchAck, WirePoint } from '../model/wire.js';
 
+/** One mutation of a push as the store decides it: valid with its stamp, or refused with a reason. */
+export type PushDecision =
+  | { kind: 'valid'; mutation: RecordMutation; stamp: RecordStamp }
+  | { kind: 'invalid'; mid: string; reason: string };
+
 /** A batch ready to store: validated, with the hash of its uncompressed body. */
 export interface IncomingBatch {
   idempotencyKey: string;
@@ -126,14 +131,14 @@ export interface CloudStore {
   stats(deviceId?: string): Promise<TelemetryStats>;
 
   /**
-   * Decides one pushed mutation, atomically with storing its outcome under `mid`: a `mid` seen before gets its
-   * stored outcome, exactly; else a `baseVersion` equal to the record's current version (0 for a record that
-   * never existed) is applied at the next version with `stamp.hlc`, origin `context.replicaId` and the next change
-   * sequence number; else the answer is `conflict` with the current record.
+   * Decides the mutations of one push, in order, each atomically with storing its outcome under its `mid`: a `mid`
+   * seen before gets its stored outcome, exactly; an `invalid` item is stored as `rejected` with its reason; else a
+   * `baseVersion` equal to the record's current version (0 for a record that never existed) is applied at the next
+   * version with `stamp.hlc`, origin `context.replicaId` and the next change sequence number; else the answer is
+   * `conflict` with the current record. The SQLite store commits a push in one transaction (one fsync); a store may
+   * commit item by item, as long as each item and its outcome go together.
    */
-  pushMutation(context: MutationContext, mutation: RecordMutation, stamp: RecordStamp): Promise<MutationResult>;
-  /** Stores `rejected` with `reason` under `mid`, or answers the outcome already stored under it. */
-  rejectMutation(context: MutationContext, mid: string, reason: string): Promise<MutationResult>;
+  pushMutations(context: MutationContext, items: readonly PushDecision[]): Promise<MutationResult[]>;
   /** Records changed after `cursor`, in change order, each once, in its latest state; at most `limit`. */
   pullChanges(cursor: number, limit: number): Promise<ChangePage>;
   /** A record (a tombstone included), or `undefined` when it never existed. */

@@ -25,6 +25,7 @@ export type {
   IncomingBatch,
   IngestOutcome,
   MutationContext,
+  PushDecision,
   RecordEdit,
   RecordStamp,
   RecordStats,

@@ -11,6 +11,7 @@ import {
   type IngestOutcome,
   type MutationContext,
   neverExistedRecord,
+  type PushDecision,
   type RecordEdit,
   type RecordStamp,
   type RecordStats,
@@ -257,48 +258,52 @@ export class SqliteCloudStore implements CloudStore {
     return { points, batches: ledger.batches, duplicateBatches: ledger.replays };
   }
 
-  async pushMutation(context: MutationContext, m: RecordMutation, stamp: RecordStamp): Promise<MutationResult> {
-    const s = this.#statements;
+  async pushMutations(context: MutationContext, items: readonly PushDecision[]): Promise<MutationResult[]> {
     return this.#db
-      .transaction((): MutationResult => {
-        const stored = s.outcome.get(m.mid) as string | undefined;
-        if (stored !== undefined) return JSON.parse(stored) as MutationResult;
-        const row = s.record.get(m.collection, m.key) as RecordRow | undefined;
-        let result: MutationResult;
-        if (m.baseVersion === (row?.version ?? 0)) {
-          const version = m.baseVersion + 1;
-          this.#write(m.collection, m.key, m.op === 'delete', m.value, version, stamp.hlc, context.replicaId);
-          result = {
-            mid: m.mid,
-            status: 'applied',
-            version,
-            hlc: stamp.hlc,
-            ...(stamp.restamped ? { restamped: true } : {}),
-          };
-        } else {
-          result = {
-            mid: m.mid,
-            status: 'conflict',
-            current: row ? toRecord(row) : neverExistedRecord(m.collection, m.key),
-          };
-        }
-        s.insertOutcome.run(m.mid, context.deviceId, context.replicaId, JSON.stringify(result), Date.now());
-        return result;
-      })
+      .transaction(() =>
+        items.map((item) =>
+          item.kind === 'valid'
+            ? this.#decide(context, item.mutation, item.stamp)
+            : this.#reject(context, item.mid, item.reason),
+        ),
+      )
       .immediate();
   }
 
-  async rejectMutation(context: MutationContext, mid: string, reason: string): Promise<MutationResult> {
+  #decide(context: MutationContext, m: RecordMutation, stamp: RecordStamp): MutationResult {
     const s = this.#statements;
-    return this.#db
-      .transaction((): MutationResult => {
-        const stored = s.outcome.get(mid) as string | undefined;
-        if (stored !== undefined) return JSON.parse(stored) as MutationResult;
-        const result: MutationResult = { mid, status: 'rejected', reason };
-        s.insertOutcome.run(mid, context.deviceId, context.replicaId, JSON.stringify(result), Date.now());
-        return result;
-      })
-      .immediate();
+    const stored = s.outcome.get(m.mid) as string | undefined;
+    if (stored !== undefined) return JSON.parse(stored) as MutationResult;
+    const row = s.record.get(m.collection, m.key) as RecordRow | undefined;
+    let result: MutationResult;
+    if (m.baseVersion === (row?.version ?? 0)) {
+      const version = m.baseVersion + 1;
+      this.#write(m.collection, m.key, m.op === 'delete', m.value, version, stamp.hlc, context.replicaId);
+      result = {
+        mid: m.mid,
+        status: 'applied',
+        version,
+        hlc: stamp.hlc,
+        ...(stamp.restamped ? { restamped: true } : {}),
+      };
+    } else {
+      result = {
+        mid: m.mid,
+        status: 'conflict',
+        current: row ? toRecord(row) : neverExistedRecord(m.collection, m.key),
+      };
+    }
+    s.insertOutcome.run(m.mid, context.deviceId, context.replicaId, JSON.stringify(result), Date.now());
+    return result;
+  }
+
+  #reject(context: MutationContext, mid: string, reason: string): MutationResult {
+    const s = this.#statements;
+    const stored = s.outcome.get(mid) as string | undefined;
+    if (stored !== undefined) return JSON.parse(stored) as MutationResult;
+    const result: MutationResult = { mid, status: 'rejected', reason };
+    s.insertOutcome.run(mid, context.deviceId, context.replicaId, JSON.stringify(result), Date.now());
+    return result;
   }
 
   async pullChanges(cursor: number, limit: number): Promise<ChangePage> {

@@ -58,6 +58,29 @@ export interface IncomingRecord {
   origin: string;
 }
 
+/** What became of one pushed mutation, to record locally. */
+export type MutationOutcome =
+  /**
+   * The cloud applied it at `version` with `hlc` (its restamp, when it made one): the mutation goes; the record moves
+   * to that version, and takes the stamp unless a newer local edit replaced its state since.
+   */
+  | { kind: 'applied'; id: number; version: number; hlc: string }
+  /** The cloud refused it as invalid: it moves to the record dead letters with `reason`. */
+  | { kind: 'rejected'; id: number; mid: string; reason: string }
+  /** A conflict resolved for the cloud's side: the record takes `cloud`'s state; every local edit of the key goes. */
+  | { kind: 'take-cloud'; id: number; cloud: IncomingRecord; seenHlc: string }
+  /**
+   * A conflict resolved for the edge's side or a merge: the record takes `resolved` at the cloud's version, and one
+   * new pending mutation carries it, replacing the key's local edits.
+   */
+  | {
+      kind: 'repush';
+      id: number;
+      cloudVersion: number;
+      resolved: { value: string | null; hlc: string; origin: string };
+      seenHlc: string;
+    };
+
 /** Where the gateway keeps shared records. {@link SqliteStorage.records} is the default. */
 export interface RecordStorage {
   get(collection: string, key: string): StoredRecord | undefined;
@@ -76,28 +99,12 @@ export interface RecordStorage {
   /** Mutations not yet acknowledged or set aside. */
   mutationCount(): number;
   /**
-   * The cloud applied mutation `id` at `version` with `hlc` (its restamp, when it made one): the mutation goes, the
-   * record moves to that version (and takes the stamp, unless a newer local edit replaced its state since).
+   * Applies the outcomes of one push in one transaction (one commit, however many mutations). Returns, for each
+   * outcome in order, whether it was applied: a conflict resolution is applied only if the record is still at
+   * `seenHlc` (what the resolver was shown); when a newer local edit arrived meanwhile it changes nothing, and the
+   * next push resolves again with that edit.
    */
-  settleApplied(id: number, version: number, hlc: string): void;
-  /**
-   * A conflict resolved for the cloud's side: the record takes `cloud`'s state and every local edit of the key
-   * goes. Only if the record is still at `seenHlc` (what the resolver was shown); returns false, changing nothing,
-   * when a newer local edit arrived meanwhile (the next push resolves again with it).
-   */
-  settleTakeCloud(id: number, cloud: IncomingRecord, seenHlc: string): boolean;
-  /**
-   * A conflict resolved for the edge's side or a merge: the record takes `resolved` at the cloud's version, and
-   * one new pending mutation carries it, replacing the key's local edits. Same `seenHlc` check as above.
-   */
-  settleRepush(
-    id: number,
-    cloudVersion: number,
-    resolved: { value: string | null; hlc: string; origin: string },
-    seenHlc: string,
-  ): boolean;
-  /** The cloud refused mutation `id` as invalid: it moves to the record dead letters with `reason`. */
-  settleRejected(id: number, mid: string, reason: string): void;
+  settle(outcomes: readonly MutationOutcome[]): boolean[];
   /**
    * Applies a pulled page and saves the cursor in one transaction. A change is skipped when the record has a local
    * edit not yet settled (the push resolves it) or is already at that version or later. Returns what was applied.

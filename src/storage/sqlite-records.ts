@@ -1,6 +1,7 @@
 import type { Database } from 'better-sqlite3';
 import type {
   IncomingRecord,
+  MutationOutcome,
   RecordDeadLetter,
   RecordStorage,
   StoredMutation,
@@ -162,86 +163,50 @@ export class SqliteRecordStorage implements RecordStorage {
     return this.#s.mutationCount.get() as number;
   }
 
-  settleApplied(id: number, version: number, hlc: string): void {
-    this.#write(
-      'record acknowledgement',
-      () => {
-        const raw = this.#s.mutation.get(id) as RawMutation | undefined;
-        if (!raw) return;
-        this.#s.deleteMutation.run(id);
-        this.#s.moveVersion.run(version, raw.collection, raw.key, version);
+  settle(outcomes: readonly MutationOutcome[]): boolean[] {
+    return this.#write('record outcomes', () => outcomes.map((outcome) => this.#settleOne(outcome)), 'upkeep');
+  }
+
+  #settleOne(outcome: MutationOutcome): boolean {
+    const raw = this.#s.mutation.get(outcome.id) as RawMutation | undefined;
+    if (!raw) return false;
+    const { collection, key } = raw;
+    switch (outcome.kind) {
+      case 'applied':
+        this.#s.deleteMutation.run(outcome.id);
+        this.#s.moveVersion.run(outcome.version, collection, key, outcome.version);
         // The cloud restamped a write from a clock too far ahead: keep its stamp, so every replica holds the same.
-        if (hlc !== raw.hlc) this.#s.restamp.run(hlc, raw.collection, raw.key, raw.hlc);
-      },
-      'upkeep',
-    );
-  }
-
-  settleTakeCloud(id: number, cloud: IncomingRecord, seenHlc: string): boolean {
-    return this.#write(
-      'record conflict',
-      () => {
-        const raw = this.#s.mutation.get(id) as RawMutation | undefined;
-        if (!raw || !this.#unchanged(raw, seenHlc)) return false;
-        this.#s.deleteKeyMutations.run(raw.collection, raw.key);
-        this.#upsert(cloud);
+        if (outcome.hlc !== raw.hlc) this.#s.restamp.run(outcome.hlc, collection, key, raw.hlc);
         return true;
-      },
-      'upkeep',
-    );
-  }
-
-  settleRepush(
-    id: number,
-    cloudVersion: number,
-    resolved: { value: string | null; hlc: string; origin: string },
-    seenHlc: string,
-  ): boolean {
-    return this.#write(
-      'record conflict',
-      () => {
-        const raw = this.#s.mutation.get(id) as RawMutation | undefined;
-        if (!raw || !this.#unchanged(raw, seenHlc)) return false;
-        const { collection, key } = raw;
-        const deleted = resolved.value === null;
-        this.#s.deleteKeyMutations.run(collection, key);
-        this.#s.upsertFull.run(
+      case 'rejected':
+        this.#s.insertDead.run(
+          outcome.mid,
           collection,
           key,
-          resolved.value,
-          deleted ? 1 : 0,
-          cloudVersion,
-          resolved.hlc,
-          resolved.origin,
-        );
-        this.#s.queue.run(collection, key, deleted ? OP_DELETE : OP_PUT, resolved.value, resolved.hlc);
-        return true;
-      },
-      'upkeep',
-    );
-  }
-
-  settleRejected(id: number, mid: string, reason: string): void {
-    this.#write(
-      'record dead letter',
-      () => {
-        const raw = this.#s.mutation.get(id) as RawMutation | undefined;
-        if (!raw) return;
-        this.#s.insertDead.run(
-          mid,
-          raw.collection,
-          raw.key,
           raw.op,
           raw.value,
           raw.base_version,
           raw.hlc,
-          reason,
+          outcome.reason,
           Date.now(),
         );
-        this.#s.deleteMutation.run(id);
-      },
-      'upkeep',
-    );
+        this.#s.deleteMutation.run(outcome.id);
+        return true;
+      case 'take-cloud':
+        if (!this.#unchanged(raw, outcome.seenHlc)) return false;
+        this.#s.deleteKeyMutations.run(collection, key);
+        this.#upsert(outcome.cloud);
+        return true;
+      case 'repush': {
+        if (!this.#unchanged(raw, outcome.seenHlc)) return false;
+        const { value, hlc, origin } = outcome.resolved;
+        const deleted = value === null;
+        this.#s.deleteKeyMutations.run(collection, key);
+        this.#s.upsertFull.run(collection, key, value, deleted ? 1 : 0, outcome.cloudVersion, hlc, origin);
+        this.#s.queue.run(collection, key, deleted ? OP_DELETE : OP_PUT, value, hlc);
+        return true;
+      }
+    }
   }
 
   applyPulled(changes: readonly IncomingRecord[], cursor: number): IncomingRecord[] {

@@ -8,7 +8,13 @@ import {
   RECORD_LIMITS,
   type RecordMutation,
 } from '../model/records-wire.js';
-import type { IncomingRecord, RecordStorage, StoredMutation, StoredRecord } from '../storage/record-storage.js';
+import type {
+  IncomingRecord,
+  MutationOutcome,
+  RecordStorage,
+  StoredMutation,
+  StoredRecord,
+} from '../storage/record-storage.js';
 import type { ExchangeResult, Transport } from '../transport/transport.js';
 import type { ConflictResolver, ConflictStrategy, Resolution, SyncRecord } from './conflict-resolver.js';
 import type { HybridClock } from './hlc.js';
@@ -196,34 +202,46 @@ export class RecordsSync {
     const { results, serverTime } = answer.body;
     this.#noteServerTime(cycle, serverTime, performance.now() - sentAt);
     cycle.pushed += mutations.length;
-    let settled = 0;
+    // Resolve what conflicted (async: a custom resolver may take its time), then record every outcome of the
+    // push in one transaction: one commit for the whole push, not one per mutation.
+    const planned: Planned[] = [];
     for (const result of results) {
       const mutation = byMid.get(result.mid);
       if (!mutation) continue; // an answer about a mutation not sent: nothing to settle
-      if (await this.#settle(mutation, result, serverTime, cycle)) settled++;
+      const plan = await this.#plan(mutation, result, serverTime, cycle);
+      if (plan) planned.push(plan);
+    }
+    if (planned.length === 0) return 0;
+    const done = this.#o.storage.settle(planned.map((p) => p.outcome));
+    let settled = 0;
+    for (const [i, plan] of planned.entries()) {
+      if (!done[i]) continue;
+      settled++;
+      plan.after?.();
     }
     return settled;
   }
 
-  async #settle(
+  // What to record for one result, and what to tell once it is recorded; undefined leaves the mutation pending.
+  async #plan(
     mutation: StoredMutation,
     result: MutationResult,
     serverTime: string,
     cycle: RecordsCycle,
-  ): Promise<boolean> {
-    const { storage } = this.#o;
+  ): Promise<Planned | undefined> {
     const clock = this.#o.clock();
     switch (result.status) {
       case 'applied':
-        storage.settleApplied(mutation.id, result.version, result.hlc);
         clock.receive(result.hlc);
         cycle.applied++;
-        return true;
+        return { outcome: { kind: 'applied', id: mutation.id, version: result.version, hlc: result.hlc } };
       case 'rejected': {
-        storage.settleRejected(mutation.id, `${this.#o.replicaId()}:${mutation.id}`, result.reason);
         cycle.rejected++;
-        this.#o.listener.rejected(1, `${mutation.collection}/${mutation.key}: ${result.reason}`);
-        return true;
+        const mid = `${this.#o.replicaId()}:${mutation.id}`;
+        return {
+          outcome: { kind: 'rejected', id: mutation.id, mid, reason: result.reason },
+          after: () => this.#o.listener.rejected(1, `${mutation.collection}/${mutation.key}: ${result.reason}`),
+        };
       }
       case 'conflict':
         cycle.conflicts++;
@@ -232,12 +250,12 @@ export class RecordsSync {
     }
   }
 
-  // Resolves one conflict with the strategy in force and records the outcome, version-checked: the cloud side is
-  // taken, or the winner is queued against the cloud's version (and meets the same check on the next push).
-  async #resolve(mutation: StoredMutation, current: IncomingRecord, serverTime: string): Promise<boolean> {
+  // Resolves one conflict with the strategy in force. The outcome is version-checked: the cloud side is taken, or
+  // the winner is queued against the cloud's version (and meets the same check on the next push).
+  async #resolve(mutation: StoredMutation, current: IncomingRecord, serverTime: string): Promise<Planned | undefined> {
     const { storage, listener } = this.#o;
     const local = storage.get(mutation.collection, mutation.key);
-    if (!local) return false;
+    if (!local) return undefined;
     const edge = { ...toSyncRecord(local), version: mutation.baseVersion ?? 0 };
     const cloud = toSyncRecord(current);
     const judged = this.#judgedAtServerTime(edge, serverTime);
@@ -251,7 +269,7 @@ export class RecordsSync {
         code: 'CONFLICT_UNRESOLVED',
         message: `the conflict resolver failed on ${mutation.collection}/${mutation.key}; the edit stays pending: ${(error as Error).message}`,
       });
-      return false;
+      return undefined;
     }
     const winner = resolution === cloud ? 'cloud' : resolution === judged || resolution === edge ? 'edge' : 'merged';
     const merged = winner === 'merged' ? (resolution as { value: unknown; deleted?: boolean }) : undefined;
@@ -262,10 +280,13 @@ export class RecordsSync {
         (merged.deleted ?? false) === cloud.deleted &&
         (cloud.deleted || isDeepStrictEqual(merged.value, cloud.value)))
     ) {
-      if (!storage.settleTakeCloud(mutation.id, current, local.hlc)) return false;
-      listener.conflict({ ...base(mutation), edge, cloud, strategy, winner, resolved: cloud });
-      listener.changed([cloud]);
-      return true;
+      return {
+        outcome: { kind: 'take-cloud', id: mutation.id, cloud: current, seenHlc: local.hlc },
+        after: () => {
+          listener.conflict({ ...base(mutation), edge, cloud, strategy, winner, resolved: cloud });
+          listener.changed([cloud]);
+        },
+      };
     }
     const replicaId = this.#o.replicaId();
     const deleted = merged ? (merged.deleted ?? false) : edge.deleted;
@@ -273,10 +294,17 @@ export class RecordsSync {
     // The edge's own write keeps its stamp (it is what won); a merge is a new write.
     const hlc = merged ? this.#o.clock().tick() : edge.hlc;
     const origin = merged ? replicaId : edge.origin;
-    if (!storage.settleRepush(mutation.id, current.version, { value, hlc, origin }, local.hlc)) return false;
     const resolved = toSyncRecord({ ...base(mutation), value, deleted, version: current.version, hlc, origin });
-    listener.conflict({ ...base(mutation), edge, cloud, strategy, winner, resolved });
-    return true;
+    return {
+      outcome: {
+        kind: 'repush',
+        id: mutation.id,
+        cloudVersion: current.version,
+        resolved: { value, hlc, origin },
+        seenHlc: local.hlc,
+      },
+      after: () => listener.conflict({ ...base(mutation), edge, cloud, strategy, winner, resolved }),
+    };
   }
 
   // A stamp more than the allowed skew ahead of the cloud's clock (DESIGN §4) says nothing about when the edit was
@@ -329,6 +357,12 @@ export class RecordsSync {
     if (applied.length > 0) listener.changed(applied.map(toSyncRecord));
     return hasMore && changes.length > 0;
   }
+}
+
+/** An outcome to record, and what to tell once it is recorded. */
+interface Planned {
+  outcome: MutationOutcome;
+  after?: () => void;
 }
 
 const base = (m: { collection: string; key: string }) => ({ collection: m.collection, key: m.key });

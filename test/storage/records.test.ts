@@ -36,7 +36,7 @@ describe('SqliteRecordStorage', () => {
     // Resent as it was; the new edit is not sent beside it (one mutation per key in flight).
     const again = storage.records.takeOutgoing(10);
     expect(again).toEqual([sent]);
-    storage.records.settleApplied(sent?.id as number, 1, sent?.hlc as string);
+    storage.records.settle([{ kind: 'applied', id: sent?.id as number, version: 1, hlc: sent?.hlc as string }]);
     const [next] = storage.records.takeOutgoing(10);
     expect(next).toMatchObject({ value: '2', baseVersion: 1 });
     expect(next?.id).not.toBe(sent?.id);
@@ -55,7 +55,7 @@ describe('SqliteRecordStorage', () => {
     let storage = open(path);
     put(storage, 'a', 1);
     const [first] = storage.records.takeOutgoing(10);
-    storage.records.settleApplied(first?.id as number, 1, first?.hlc as string);
+    storage.records.settle([{ kind: 'applied', id: first?.id as number, version: 1, hlc: first?.hlc as string }]);
     storage.close();
     storage = open(path);
     put(storage, 'b', 1);
@@ -68,13 +68,13 @@ describe('SqliteRecordStorage', () => {
     put(storage, 'k', 1);
     const [m] = storage.records.takeOutgoing(10);
     const restamped = formatHlc({ ms: 1_600_000_000_000, counter: 0 });
-    storage.records.settleApplied(m?.id as number, 1, restamped);
+    storage.records.settle([{ kind: 'applied', id: m?.id as number, version: 1, hlc: restamped }]);
     expect(storage.records.get('setpoints', 'k')).toMatchObject({ version: 1, hlc: restamped });
 
     put(storage, 'k', 2);
     const [m2] = storage.records.takeOutgoing(10);
     const newer = put(storage, 'k', 3);
-    storage.records.settleApplied(m2?.id as number, 2, restamped);
+    storage.records.settle([{ kind: 'applied', id: m2?.id as number, version: 2, hlc: restamped }]);
     expect(storage.records.get('setpoints', 'k')).toMatchObject({ version: 2, hlc: newer.hlc, value: '3' });
   });
 
@@ -92,10 +92,15 @@ describe('SqliteRecordStorage', () => {
       origin: 'cloud',
     };
     put(storage, 'k', 'newer'); // arrives while the resolver runs
-    expect(storage.records.settleTakeCloud(m?.id as number, cloud, seen.hlc)).toBe(false);
+    expect(storage.records.settle([{ kind: 'take-cloud', id: m?.id as number, cloud, seenHlc: seen.hlc }])).toEqual([
+      false,
+    ]);
     expect(storage.records.get('setpoints', 'k')?.value).toBe('"newer"');
     const current = storage.records.get('setpoints', 'k');
-    expect(storage.records.settleTakeCloud(m?.id as number, cloud, current?.hlc as string)).toBe(true);
+    const seenNow = current?.hlc as string;
+    expect(storage.records.settle([{ kind: 'take-cloud', id: m?.id as number, cloud, seenHlc: seenNow }])).toEqual([
+      true,
+    ]);
     expect(storage.records.get('setpoints', 'k')).toMatchObject({ value: '"cloud"', version: 4, origin: 'cloud' });
     expect(storage.records.mutationCount()).toBe(0);
   });
@@ -104,13 +109,16 @@ describe('SqliteRecordStorage', () => {
     const storage = open();
     const seen = put(storage, 'k', 'edge');
     const [m] = storage.records.takeOutgoing(10);
-    const ok = storage.records.settleRepush(
-      m?.id as number,
-      7,
-      { value: '"edge"', hlc: seen.hlc, origin: storage.replicaId },
-      seen.hlc,
-    );
-    expect(ok).toBe(true);
+    const ok = storage.records.settle([
+      {
+        kind: 'repush',
+        id: m?.id as number,
+        cloudVersion: 7,
+        resolved: { value: '"edge"', hlc: seen.hlc, origin: storage.replicaId },
+        seenHlc: seen.hlc,
+      },
+    ]);
+    expect(ok).toEqual([true]);
     const [again] = storage.records.takeOutgoing(10);
     expect(again).toMatchObject({ value: '"edge"', baseVersion: 7, state: 'sent' });
     expect(again?.id).not.toBe(m?.id);
@@ -144,9 +152,28 @@ describe('SqliteRecordStorage', () => {
     const storage = open();
     put(storage, 'k', 'bad');
     const [m] = storage.records.takeOutgoing(10);
-    storage.records.settleRejected(m?.id as number, `${storage.replicaId}:${m?.id}`, 'too large');
+    const mid = `${storage.replicaId}:${m?.id}`;
+    storage.records.settle([{ kind: 'rejected', id: m?.id as number, mid, reason: 'too large' }]);
     expect(storage.records.mutationCount()).toBe(0);
     expect(storage.records.deadLetters()).toMatchObject([{ key: 'k', reason: 'too large', value: '"bad"' }]);
+  });
+
+  it('records the outcomes of one push in one transaction: all of them or, on a failure, none', () => {
+    const storage = open();
+    put(storage, 'a', 1);
+    put(storage, 'b', 2);
+    const [a, b] = storage.records.takeOutgoing(10);
+    const bad = { kind: 'applied', id: b?.id as number, version: 1, hlc: null } as unknown as {
+      kind: 'applied';
+      id: number;
+      version: number;
+      hlc: string;
+    };
+    expect(() =>
+      storage.records.settle([{ kind: 'applied', id: a?.id as number, version: 1, hlc: a?.hlc as string }, bad]),
+    ).toThrow();
+    expect(storage.records.mutationCount()).toBe(2);
+    expect(storage.records.get('setpoints', 'a')?.version).toBe(0);
   });
 
   it('keeps records, pending edits and the cursor across a reopen', () => {

@@ -56,12 +56,8 @@ export class HookedCloudStore implements CloudStore {
     return this.#inner.stats(deviceId);
   }
 
-  pushMutation(...args: Parameters<CloudStore['pushMutation']>) {
-    return this.#inner.pushMutation(...args);
-  }
-
-  rejectMutation(...args: Parameters<CloudStore['rejectMutation']>) {
-    return this.#inner.rejectMutation(...args);
+  pushMutations(...args: Parameters<CloudStore['pushMutations']>) {
+    return this.#inner.pushMutations(...args);
   }
 
   pullChanges(cursor: number, limit: number) {
