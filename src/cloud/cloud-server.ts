@@ -11,6 +11,7 @@ import {
   decodeCompactRaw,
 } from '../model/compact-codec.js';
 import { parseTimestamp } from '../model/data-point.js';
+import type { CloudRecord } from '../model/records-wire.js';
 import {
   batchEnvelopeSchema,
   JSON_BATCH_CONTENT_TYPE,
@@ -18,7 +19,7 @@ import {
   type WirePoint,
   wirePointSchema,
 } from '../model/wire.js';
-import { HybridClock } from '../sync/hlc.js';
+import { HybridClock, hlcTime } from '../sync/hlc.js';
 import type { CloudStore, MutationContext, PushDecision } from './cloud-store.js';
 import { HttpError } from './http-error.js';
 import { BodyError, readBody } from './read-body.js';
@@ -57,6 +58,9 @@ export interface CloudServerOptions {
 }
 
 const API_PREFIX = '/api/v1';
+
+/** A record as a conflict resolver sees it: with `timestamp`, the physical time of its stamp, in ISO-8601. */
+const asResolverSees = (record: CloudRecord) => ({ ...record, timestamp: hlcTime(record.hlc).toISOString() });
 const DEFAULT_MAX_CLOCK_SKEW_MS = 60_000;
 
 const digest = (value: string) => createHash('sha256').update(value).digest();
@@ -266,11 +270,12 @@ export class CloudServer {
       const { collection, key } = parseRecordPath(first, second);
       const record = await this.#store.getRecord(collection, key);
       if (!record) throw new HttpError(404, 'not_found', `no record ${collection}/${key}`);
-      this.#send(response, 200, record);
+      this.#send(response, 200, asResolverSees(record));
     } else if (segments.length === 2 && second !== undefined && request.method === 'PUT') {
       const { collection, key } = parseRecordPath(first, second);
       const edit = parseEdit(await this.#readJson(request));
-      this.#send(response, 200, await this.#store.editRecord(collection, key, edit, this.#clock.tick()));
+      const record = await this.#store.editRecord(collection, key, edit, this.#clock.tick());
+      this.#send(response, 200, asResolverSees(record));
     } else {
       throw new HttpError(404, 'not_found', `no route for ${request.method} ${url.pathname}`);
     }

@@ -651,6 +651,8 @@ describe('CloudServer records', () => {
         version: 1,
         hlc: stamp(T0),
         origin: 'cloud',
+        // As a conflict resolver sees it: the stamp's physical time.
+        timestamp: new Date(T0).toISOString(),
         serverTime: new Date(T0).toISOString(),
       };
       expect(json).toEqual(expected);
