@@ -359,7 +359,8 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
       const sync = this.#sync;
       const pending = this.#storage.pendingCount() + (this.#storage.records?.mutationCount() ?? 0);
       if (sync && this.#options.stopTimeout > 0 && pending > 0 && !deadline.aborted) {
-        await sync.syncNow(deadline).catch(() => undefined);
+        // Push what is queued; a pull now would only spend the deadline on changes nobody will see before restart.
+        await sync.syncNow(deadline, { pullRecords: false }).catch(() => undefined);
       }
       await sync?.stop();
       await this.#transport?.close().catch((error: unknown) => this.#backgroundError(error as Error));

@@ -196,7 +196,7 @@ export class SyncManager {
    * a request in flight is awaited. The forced cycle tries each batch once and does not sleep: on a failure it
    * returns, and the loop's schedule takes over again.
    */
-  async syncNow(signal?: AbortSignal): Promise<SyncResult> {
+  async syncNow(signal?: AbortSignal, options: { pullRecords?: boolean } = {}): Promise<SyncResult> {
     this.#wake.abort();
     while (this.#cycle) {
       // The wait for a request in flight counts against `signal` too: stop() must not outlast its stopTimeout.
@@ -208,7 +208,7 @@ export class SyncManager {
     // Renewed only now: a cycle that was mid-request above must find the old one aborted when it goes to sleep.
     this.#wake = new AbortController();
     this.#clearTimer();
-    return this.#run(signal, false);
+    return this.#run(signal, false, options.pullRecords ?? true);
   }
 
   #clearTimer(): void {
@@ -246,9 +246,9 @@ export class SyncManager {
     return Math.round(this.#adaptiveMs / Math.min(8, 1 + Math.floor(pending / batchSize)));
   }
 
-  async #run(signal: AbortSignal | undefined, patient: boolean): Promise<SyncResult> {
+  async #run(signal: AbortSignal | undefined, patient: boolean, pull?: boolean): Promise<SyncResult> {
     const combined = signal ? AbortSignal.any([this.#controller.signal, signal]) : this.#controller.signal;
-    const cycle = this.#cycleOnce(combined, patient);
+    const cycle = this.#cycleOnce(combined, patient, pull);
     const settled = cycle.then((r) => r.result);
     settled.catch(() => undefined);
     this.#cycle = settled;
@@ -344,7 +344,12 @@ export class SyncManager {
     return { initialMs: this.#settings.initialBackoffMs, maxMs: this.#settings.maxBackoffMs };
   }
 
-  async #cycleOnce(signal: AbortSignal, patient: boolean): Promise<{ result: SyncResult; end: CycleEnd }> {
+  // `pull` forces (true) or skips (false) the records pull; by default it runs once per sync interval.
+  async #cycleOnce(
+    signal: AbortSignal,
+    patient: boolean,
+    pull?: boolean,
+  ): Promise<{ result: SyncResult; end: CycleEnd }> {
     const started = performance.now();
     const result: SyncResult = {
       sent: 0,
@@ -367,11 +372,11 @@ export class SyncManager {
     let answered = false;
     const records = this.#records;
     if (records?.supported && !signal.aborted) {
-      const pull =
-        !patient || this.#lastPullAt === undefined || performance.now() - this.#lastPullAt >= this.#settings.intervalMs;
+      const due = this.#lastPullAt === undefined || performance.now() - this.#lastPullAt >= this.#settings.intervalMs;
+      const pulling = pull ?? (due || 'if-pushed');
       let cycle: Awaited<ReturnType<RecordsSync['run']>>;
       try {
-        cycle = await records.run(this.#transport, signal, pull);
+        cycle = await records.run(this.#transport, signal, pulling);
       } catch (error) {
         if (signal.aborted) return finish('aborted');
         throw error; // the local database failed: #run reports it
@@ -382,7 +387,7 @@ export class SyncManager {
         this.#noteServerTime(serverTime.at, serverTime.roundTripMs);
         this.#setOnline(true, 'cloud answered');
         answered = true;
-        if (pull && !failure) this.#lastPullAt = performance.now();
+        if (pulling === true && !failure) this.#lastPullAt = performance.now();
       }
       if (failure) {
         switch (failure.status) {
