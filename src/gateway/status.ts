@@ -71,7 +71,7 @@ export interface GatewayEvents {
   'sync-error': (event: SyncErrorEvent) => void;
   /** Readings will not reach the cloud: refused on intake, refused by the cloud, or failed in a processor. */
   dropped: (event: DroppedEvent) => void;
-  /** A processor raised an alert. */
+  /** An alert was stored (raised by a processor; a repeat counted into an earlier alert is not emitted). */
   alert: (alert: Alert) => void;
   /** A background failure; the gateway carries on. */
   error: (error: Error) => void;
