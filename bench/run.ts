@@ -8,20 +8,21 @@
  *   footprint   CPU share of one core and peak RSS of a gateway process at 10, 100 and 1000 readings/s
  *   backlog     ingest and drain cost per reading, RSS and start-up time with 10k, 1M and 10M readings queued
  *   records     shared records synced and conflicts resolved per second, against a bare client of the server
+ *   processing  the cost of the built-in chain (aggregation + deadband + one alert rule) against no processors
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import BetterSqlite3 from 'better-sqlite3';
-import { EdgeGateway } from '../src/index.js';
+import { Deadband, EdgeGateway, type EdgeGatewayOptions, ThresholdAlerts, WindowedAggregation } from '../src/index.js';
 import { MIGRATIONS } from '../src/storage/migrations.js';
 import { encodeBatch } from '../src/sync/batch-codec.js';
 import { startCloudServer } from '../src/testing/index.js';
 import { recordsSection } from './records.js';
 
 const args = new Map(process.argv.slice(2).map((a) => a.replace(/^--/, '').split('=') as [string, string]));
-const ONLY = new Set((args.get('only') ?? 'throughput,wire,footprint,backlog,records').split(','));
+const ONLY = new Set((args.get('only') ?? 'throughput,wire,footprint,backlog,records,processing').split(','));
 const FOOTPRINT_SECONDS = Number(args.get('footprint-seconds') ?? 60);
 const BACKLOGS = (args.get('backlogs') ?? '10000,1000000,10000000').split(',').map(Number);
 const N = Number(args.get('n') ?? 200_000);
@@ -255,6 +256,76 @@ async function backlog(): Promise<void> {
   }
 }
 
+/** The chain the processing section measures: what a plant-floor gateway would typically run. */
+const benchChain = (): Partial<EdgeGatewayOptions> => ({
+  processors: [
+    new Deadband({ absolute: 0.25, heartbeat: 300 }),
+    new ThresholdAlerts({ rules: [{ above: 29.5, hysteresis: 1, severity: 'warning' }] }),
+    new WindowedAggregation({ window: 60, grace: 5 }),
+  ],
+});
+
+async function processingRun(
+  chain: Partial<EdgeGatewayOptions>,
+  mode: 'sendBatch' | 'sendData',
+): Promise<{ rate: number; stored: number; alerts: number }> {
+  const gateway = new EdgeGateway({ deviceId: 'bench', localDb: freshPath(), maxOfflineQueueSize: 10 * N, ...chain });
+  await gateway.start();
+  const t0 = performance.now();
+  if (mode === 'sendBatch') {
+    for (let i = 0; i < N; i += 1000) {
+      await gateway.sendBatch(Array.from({ length: Math.min(1000, N - i) }, (_, j) => reading(i + j)));
+    }
+  } else {
+    let next = 0;
+    await Promise.all(
+      Array.from({ length: CALLERS }, async () => {
+        for (let i = next++; i < N; i = next++) await gateway.sendData(reading(i));
+      }),
+    );
+  }
+  const seconds = (performance.now() - t0) / 1000;
+  const stored = gateway.getStatus().pendingSyncCount;
+  const alerts = gateway.alerts({ limit: 100_000 }).length;
+  await gateway.stop();
+  return { rate: N / seconds, stored, alerts };
+}
+
+async function processing(): Promise<void> {
+  console.log(
+    `## Processing: ${N.toLocaleString('en-US')} readings of 10 sensors, median of ${ROUNDS} rounds, no cloud\n`,
+  );
+  const modes = ['sendBatch', 'sendData'] as const;
+  const runs: Record<string, { rate: number; stored: number; alerts: number }[]> = {};
+  for (const mode of modes) {
+    runs[`${mode}/none`] = [];
+    runs[`${mode}/chain`] = [];
+  }
+  for (let round = 0; round < ROUNDS; round++) {
+    for (const mode of modes) {
+      // Interleaved, so that a noisy neighbour weighs on both alike.
+      runs[`${mode}/none`]?.push(await processingRun({}, mode));
+      runs[`${mode}/chain`]?.push(await processingRun(benchChain(), mode));
+    }
+  }
+  console.log(
+    '| intake | no processors | deadband + alert rule + 60 s aggregation | ratio | rows stored (of all) | alerts |',
+  );
+  console.log('|---|---:|---:|---:|---:|---:|');
+  for (const mode of modes) {
+    const none = median((runs[`${mode}/none`] ?? []).map((r) => r.rate));
+    const chain = runs[`${mode}/chain`] ?? [];
+    const rate = median(chain.map((r) => r.rate));
+    const label = mode === 'sendBatch' ? 'awaited sendBatch() of 1000' : `awaited sendData(), ${CALLERS} callers`;
+    console.log(
+      `| ${label} | ${fmt(none)} | ${fmt(rate)} | ${(rate / none).toFixed(2)} | ${chain[0]?.stored.toLocaleString('en-US')} | ${chain[0]?.alerts} |`,
+    );
+  }
+  console.log(
+    '\nThe chain runs inside the group commit; its state is written in the same transaction as the readings.\n',
+  );
+}
+
 async function main(): Promise<void> {
   console.log(`edge-gateway bench, node ${process.version}, ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}\n`);
   if (ONLY.has('throughput')) await throughput();
@@ -262,6 +333,7 @@ async function main(): Promise<void> {
   if (ONLY.has('footprint')) await footprint();
   if (ONLY.has('backlog')) await backlog();
   if (ONLY.has('records')) await recordsSection(Number(args.get('records') ?? 5000), (name) => freshPath() + name);
+  if (ONLY.has('processing')) await processing();
 }
 
 main()

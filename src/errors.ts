@@ -107,6 +107,25 @@ export class StorageError extends EdgeGatewayError {
   }
 }
 
+/**
+ * A processor failed: it threw, returned something that cannot be stored, or missed its deadline
+ * (`processorTimeout`). From `process()` the reading goes to the dead letters and this error is emitted as `error`;
+ * from the `start` hook, `start()` rejects with it.
+ */
+export class ProcessorError extends EdgeGatewayError {
+  /** The processor's name. */
+  readonly processor: string;
+  /** True when the processor missed its deadline rather than failing. */
+  readonly timedOut: boolean;
+
+  constructor(processor: string, message: string, options?: { cause?: unknown; timedOut?: boolean }) {
+    super('PROCESSOR_FAILED', message, options);
+    this.name = 'ProcessorError';
+    this.processor = processor;
+    this.timedOut = options?.timedOut ?? false;
+  }
+}
+
 const ERROR_NAMES = new Set([
   'EdgeGatewayError',
   'ConfigError',
@@ -115,6 +134,7 @@ const ERROR_NAMES = new Set([
   'GatewayStoppedError',
   'QueueFullError',
   'StorageError',
+  'ProcessorError',
 ]);
 
 const hasCode = (error: unknown): error is EdgeGatewayError =>
@@ -135,3 +155,4 @@ export const isNotStartedError = guard<NotStartedError>('NotStartedError');
 export const isGatewayStoppedError = guard<GatewayStoppedError>('GatewayStoppedError');
 export const isQueueFullError = guard<QueueFullError>('QueueFullError');
 export const isStorageError = guard<StorageError>('StorageError');
+export const isProcessorError = guard<ProcessorError>('ProcessorError');

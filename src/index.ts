@@ -14,15 +14,18 @@ export {
   isEdgeGatewayError,
   isGatewayStoppedError,
   isNotStartedError,
+  isProcessorError,
   isQueueFullError,
   isStorageError,
   isValidationError,
   NotStartedError,
+  ProcessorError,
   QueueFullError,
   StorageError,
   ValidationError,
 } from './errors.js';
 export { EdgeGateway } from './gateway/edge-gateway.js';
+export type { HistoryQuery, QueryPoint, QueryResult } from './gateway/local-query.js';
 export type { EdgeGatewayOptions, ResolvedOptions } from './gateway/options.js';
 export type { RecordChange, RecordWatcher } from './gateway/records.js';
 export { Records } from './gateway/records.js';
@@ -40,8 +43,19 @@ export type {
   RecordMutation,
 } from './model/records-wire.js';
 export { RECORD_LIMITS } from './model/records-wire.js';
-export type { Alert, AlertInput, Processor, ProcessResult } from './processing/processor.js';
+export type { Alert, AlertInput, AlertQuery, AlertSeverity } from './processing/alert.js';
+export type { DeadbandOptions } from './processing/builtins/deadband.js';
+export { Deadband } from './processing/builtins/deadband.js';
+export type { RateOfChangeOptions } from './processing/builtins/rate-of-change.js';
+export { RateOfChange } from './processing/builtins/rate-of-change.js';
+export type { SensorSelector, TagGrouping } from './processing/builtins/series.js';
+export type { ThresholdAlertsOptions, ThresholdRule } from './processing/builtins/threshold-alerts.js';
+export { ThresholdAlerts } from './processing/builtins/threshold-alerts.js';
+export type { AggregatePayload, WindowedAggregationOptions } from './processing/builtins/windowed-aggregation.js';
+export { WindowedAggregation } from './processing/builtins/windowed-aggregation.js';
+export type { Processor, ProcessResult } from './processing/processor.js';
 export { DataProcessor } from './processing/processor.js';
+export type { StageStats } from './processing/stage.js';
 export type { QuarantineReport } from './storage/quarantine.js';
 export type {
   IncomingRecord,
@@ -53,15 +67,24 @@ export type {
 export type { SqliteStorageOptions } from './storage/sqlite-storage.js';
 export { SqliteStorage } from './storage/sqlite-storage.js';
 export type {
+  AggregateInsert,
+  AlertInsert,
   DeadLetter,
   DeadLetterInsert,
+  HistoryRow,
+  IntakeResult,
+  IntakeWork,
   OutboxInsert,
   OutboxKind,
   OutboxRow,
   SealedBatch,
   SealInput,
+  SeriesRange,
+  StateWrite,
   Storage,
   StorageCapacity,
+  StoredAlert,
+  StoredAlertQuery,
 } from './storage/storage.js';
 export type { ConflictResolver, ConflictStrategy, Resolution, SyncRecord } from './sync/conflict-resolver.js';
 export { lastWriteWins } from './sync/conflict-resolver.js';

@@ -3,6 +3,7 @@ import { parseEnv } from 'node:util';
 import { z } from 'zod';
 import { ConfigError } from '../errors.js';
 import type { EdgeGatewayOptions } from '../gateway/options.js';
+import { WindowedAggregation } from '../processing/builtins/windowed-aggregation.js';
 
 const bool = z
   .string()
@@ -49,12 +50,7 @@ export const envSchema = z.object({
 export type EnvConfig = z.output<typeof envSchema>;
 
 /** Variables accepted for compatibility with the original spec whose features are not built yet. */
-const NOT_YET = [
-  'ENABLE_LOCAL_ANALYTICS',
-  'AGGREGATION_WINDOW_SECONDS',
-  'DATA_RETENTION_DAYS',
-  'WORKER_THREADS',
-] as const;
+const NOT_YET = ['DATA_RETENTION_DAYS', 'WORKER_THREADS'] as const;
 
 /**
  * Reads the `.env` file at `path` (when it exists) under the process environment: a variable set in the
@@ -109,5 +105,10 @@ export function gatewayOptionsFrom(config: EnvConfig): EdgeGatewayOptions {
   if (config.DURABILITY) options.durability = config.DURABILITY;
   if (config.COMPRESSION_ENABLED === false) options.compression = false;
   else if (config.COMPRESSION_LEVEL) options.compression = { level: config.COMPRESSION_LEVEL };
+  // As in the original .env.example: local analytics means windowed aggregates, synced beside the raw readings.
+  if (config.ENABLE_LOCAL_ANALYTICS === false) options.localAnalytics = false;
+  else if (config.ENABLE_LOCAL_ANALYTICS === true || config.AGGREGATION_WINDOW_SECONDS !== undefined) {
+    options.processors = [new WindowedAggregation({ window: config.AGGREGATION_WINDOW_SECONDS ?? 300 })];
+  }
   return options;
 }

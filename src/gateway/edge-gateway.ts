@@ -11,14 +11,13 @@ import {
 import { type Logger, silentLogger } from '../logger.js';
 import {
   checkPoint,
-  DataPoint,
+  type DataPoint,
   type DataPointInput,
   type NormalizedPoint,
   normalizePoint,
-  toDataPoint,
 } from '../model/data-point.js';
 import { hlcSchema } from '../model/records-wire.js';
-import { DataProcessor, type Processor, type ProcessResult } from '../processing/processor.js';
+import type { Alert, AlertQuery } from '../processing/alert.js';
 import { RECORDS_META } from '../storage/sqlite-records.js';
 import { SqliteStorage } from '../storage/sqlite-storage.js';
 import type { DeadLetter, DeadLetterInsert, OutboxInsert, Storage } from '../storage/storage.js';
@@ -29,13 +28,13 @@ import { type SyncListener, SyncManager, type SyncSettings } from '../sync/sync-
 import type { SyncResult } from '../sync/sync-result.js';
 import { HttpTransport } from '../transport/http-transport.js';
 import type { Transport } from '../transport/transport.js';
-import { GroupCommit } from './group-commit.js';
+import { GroupCommit, type GroupExtras } from './group-commit.js';
+import { LocalProcessing } from './local-processing.js';
+import { type HistoryQuery, type QueryResult, queryHistory } from './local-query.js';
 import { compressionSetting, type EdgeGatewayOptions, type ResolvedOptions, resolveOptions } from './options.js';
 import { Records } from './records.js';
 import type { GatewayEvents, GatewayStatus, HealthStatus } from './status.js';
 
-/** Largest processed-data object a processor may return for one reading, as JSON. */
-const MAX_PAYLOAD_BYTES = 64 * 1024;
 /** Options that name the local store; they cannot change once it is open. */
 const FIXED_AFTER_START = ['localDb', 'storage', 'durability', 'maxDatabaseSize', 'clock'] as const;
 
@@ -69,6 +68,7 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
   readonly #storage: Storage;
   readonly #logger: Logger;
   readonly #commit: GroupCommit;
+  readonly #local: LocalProcessing;
   #transport: Transport | undefined;
   #sync: SyncManager | undefined;
   #resolver: ConflictResolver;
@@ -108,7 +108,6 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
       });
     this.#resolver = this.#options.conflictResolver ?? lastWriteWins;
     if (this.#options.conflictResolver) this.#strategy = 'custom';
-    this.#commit = new GroupCommit((rows, dead) => this.#commitRows(rows, dead));
     this.#clock = new HybridClock({ now: this.#options.clock ?? Date.now });
     this.records = new Records({
       storage: (method) => this.#recordStorage(method),
@@ -117,7 +116,23 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
       written: () => this.#sync?.noteRecordWrite(),
       watcherFailed: (error) => this.#backgroundError(error as Error),
     });
-    this.#attachProcessor();
+    this.#commit = new GroupCommit((rows, dead, extras) => this.#commitRows(rows, dead, extras));
+    this.#local = new LocalProcessing(
+      {
+        storage: this.#storage,
+        commit: this.#commit,
+        logger: this.#logger,
+        // Stopping, the storage stays open until the end of stop(); #startedAt is set once start() opened it.
+        open: () => this.#lifecycle === 'running' || (this.#lifecycle === 'stopping' && this.#startedAt > 0),
+        stopped: () => this.#lifecycle === 'stopped',
+        checkRoom: (incoming) => this.#checkRoom(incoming),
+        track: (work) => this.#tracked(work),
+        emitAlert: (alert) => this.#guarded('alert', () => this.emit('alert', alert)),
+        emitDropped: (event) => this.#guarded('dropped', () => this.emit('dropped', event)),
+        reportError: (error) => this.#backgroundError(error),
+      },
+      this.#options,
+    );
   }
 
   #recordStorage(method: string) {
@@ -146,12 +161,6 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
   /** The hybrid logical clock that stamps record writes. */
   get clock(): HybridClock {
     return this.#clock;
-  }
-
-  // Gives a DataProcessor its alert sink: in the constructor, and again when configure() sets a new processor.
-  #attachProcessor(): void {
-    if (!this.#options.processor) return;
-    DataProcessor.attach(this.#options.processor, (alert) => this.#guarded('alert', () => this.emit('alert', alert)));
   }
 
   /** The options in force, after defaults. */
@@ -191,8 +200,18 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
       this.#starting = undefined;
       throw error;
     }
+    try {
+      await this.#local.start();
+    } catch (error) {
+      this.#storage.close();
+      this.#lifecycle = 'created';
+      this.#starting = undefined;
+      throw error;
+    }
     this.#startedAt = performance.now();
     this.#restoreClock();
+    // stop() was called while the processors started: it closes what this opened, and nothing more starts.
+    if (this.#lifecycle !== 'starting') return;
     this.#lifecycle = 'running';
     this.#reportQuarantine();
     this.#startSync();
@@ -355,6 +374,7 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
         const expired = new Promise((resolve) => deadline.addEventListener('abort', resolve, { once: true }));
         await Promise.race([Promise.allSettled(this.#processing), expired]);
       }
+      await this.#local.stop();
       this.#commit.flush();
       const sync = this.#sync;
       const pending = this.#storage.pendingCount() + (this.#storage.records?.mutationCount() ?? 0);
@@ -378,18 +398,20 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
       : new NotStartedError(method);
   }
 
-  #commitRows(rows: OutboxInsert[], dead: DeadLetterInsert[]): void {
+  #commitRows(rows: OutboxInsert[], dead: DeadLetterInsert[], extras: GroupExtras | undefined): void {
     const wasEmpty = this.#storage.pendingCount() === 0;
+    let added = rows.length;
     try {
-      this.#storage.append(rows, dead);
+      if (extras || this.#local.keepsHistory) added = this.#local.store(rows, dead, extras);
+      else this.#storage.append(rows, dead);
     } catch (error) {
       this.#backgroundError(error as Error);
       throw error;
     }
     // An intake write went through: an intake failure is over; a sync-side one is not, until a batch is acknowledged.
     if (this.#storageFailure?.side === 'intake') this.#storageFailure = undefined;
-    if (rows.length > 0 && wasEmpty) this.#pendingSince = performance.now();
-    if (rows.length > 0) this.#sync?.noteIntake();
+    if (added > 0 && wasEmpty) this.#pendingSince = performance.now();
+    if (added > 0) this.#sync?.noteIntake();
   }
 
   #checkRoom(incoming: number): QueueFullError | undefined {
@@ -414,7 +436,7 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
     } catch (error) {
       return Promise.reject(error);
     }
-    if (this.#options.processor) return this.#tracked(this.#process([normalized], 'sendData')).then((n) => n > 0);
+    if (!this.#local.idle) return this.#local.processOne(normalized, 'sendData');
     const full = this.#checkRoom(1);
     if (full) return Promise.reject(full);
     return this.#commit.add(normalized);
@@ -439,7 +461,7 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
     }
     if (issues.length > 0) return Promise.reject(new ValidationError(issues));
     if (normalized.length === 0) return Promise.resolve(0);
-    if (this.#options.processor) return this.#tracked(this.#process(normalized, 'sendBatch'));
+    if (!this.#local.idle) return this.#local.process(normalized, 'sendBatch');
     const full = this.#checkRoom(normalized.length);
     if (full) return Promise.reject(full);
     return this.#commit.addAll(normalized).then(() => normalized.length);
@@ -450,45 +472,6 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
     const done = () => this.#processing.delete(work);
     work.then(done, done);
     return work;
-  }
-
-  async #process(points: readonly NormalizedPoint[], method: string): Promise<number> {
-    const processor = this.#options.processor as Processor;
-    const rows: OutboxInsert[] = [];
-    const failures: DeadLetterInsert[] = [];
-    await Promise.all(
-      points.map(async (point) => {
-        try {
-          const result = await DataProcessor.run(processor, toDataPoint(point));
-          for (const row of rowsFromResult(result, point)) rows.push(row);
-        } catch (error) {
-          failures.push({
-            ...point,
-            seq: null,
-            reason: (error as Error).message ?? String(error),
-            source: processorName(processor),
-          });
-        }
-      }),
-    );
-    // stop() waited for this reading up to its deadline and closed the database: nothing of it was stored.
-    if (this.#lifecycle === 'stopped') throw new GatewayStoppedError(method);
-    let kept: Promise<true> | undefined;
-    if (failures.length > 0) {
-      const message = `processor ${processorName(processor)} failed on ${failures.length} reading(s): ${failures[0]?.reason}`;
-      this.emit('dropped', { reason: 'processor-failed', count: failures.length, message });
-      this.#backgroundError(new Error(message));
-      for (const dead of failures) kept = this.#commit.addDeadLetter(dead);
-      kept?.catch(() => undefined); // awaited below when it is all there is; else shared with the rows' commit
-    }
-    if (rows.length === 0) {
-      await kept;
-      return 0;
-    }
-    const full = this.#checkRoom(rows.length);
-    if (full) throw full;
-    await this.#commit.addAll(rows);
-    return rows.length;
   }
 
   /**
@@ -610,9 +593,10 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
       }
     }
     const previous = this.#options;
+    // First, as it may refuse the chain (a custom processor after a built-in): then nothing changes.
+    if (!sameProcessing(next, previous)) this.#local.configure(next);
     this.#input = merged;
     this.#options = next;
-    if (next.processor !== previous.processor) this.#attachProcessor();
     if (this.#lifecycle !== 'running') return;
     const transportChanged =
       next.transport !== previous.transport ||
@@ -668,6 +652,49 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
     this.#strategy = 'custom';
   }
 
+  /**
+   * Stored alerts, newest first: those raised by processors, each with how many repeats its de-duplication
+   * window counted into it. Every field of `query` narrows the selection; `severity` selects that one and the
+   * more serious ones.
+   *
+   * @example
+   * ```ts
+   * const recent = gateway.alerts({ since: Date.now() - 3_600_000, severity: 'warning', sensorId: 'boiler-2' });
+   * ```
+   */
+  alerts(query: AlertQuery = {}): Alert[] {
+    const refused = this.#inputError('alerts');
+    if (refused) throw refused;
+    return this.#local.alerts(query);
+  }
+
+  /**
+   * Local history of one sensor for a display that must work offline: raw readings (kept when
+   * `localHistory.readings` > 0) or windows rolled up from stored aggregates, oldest first. Synchronous: it reads
+   * the local database.
+   *
+   * @example
+   * ```ts
+   * const { points } = gateway.query({ sensorId: 'temp-01', from: Date.now() - 86_400_000, resolution: 3600 });
+   * ```
+   */
+  query(query: HistoryQuery): QueryResult {
+    const refused = this.#inputError('query');
+    if (refused) throw refused;
+    this.#commit.flush();
+    return queryHistory(this.#storage, query, this.#local.keepsHistory);
+  }
+
+  /**
+   * Runs the processors' `flush` hooks now and lets the built-ins close the windows the clock says are over
+   * (the gateway does so every second by itself), and resolves once what they produced is stored.
+   */
+  async flushProcessors(): Promise<void> {
+    const refused = this.#inputError('flushProcessors');
+    if (refused) throw refused;
+    await this.#local.flush();
+  }
+
   /** The most recent dead letters (readings refused for good, with the reason), newest first. */
   getDeadLetters(limit = 100): DeadLetter[] {
     const refused = this.#inputError('getDeadLetters');
@@ -678,38 +705,18 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
 
 const round1 = (n: number) => Math.round(n * 10) / 10;
 
-const processorName = (processor: Processor) => processor.name ?? processor.constructor?.name ?? 'processor';
-
-const isReading = (value: unknown): value is DataPoint | DataPointInput =>
-  value instanceof DataPoint ||
-  (typeof value === 'object' &&
-    value !== null &&
-    typeof (value as { sensorId?: unknown }).sensorId === 'string' &&
-    typeof (value as { value?: unknown }).value === 'number');
-
-// What a processor returned, as outbox rows; throws (so the reading goes to the dead letters) when unusable.
-function rowsFromResult(result: ProcessResult, source: NormalizedPoint): OutboxInsert[] {
-  if (result === null || result === undefined) return [];
-  const items = Array.isArray(result) ? result : [result];
-  return items.map((item: unknown) => {
-    if (isReading(item)) return normalizePoint(item, source.ts);
-    if (typeof item !== 'object' || item === null) {
-      throw new TypeError(`the processor returned ${typeof item}; expected a DataPoint, an object, an array or null`);
-    }
-    const payload = JSON.stringify(item);
-    if (payload.length > MAX_PAYLOAD_BYTES) {
-      throw new RangeError(
-        `the processor returned ${payload.length} bytes of JSON; at most ${MAX_PAYLOAD_BYTES} are kept`,
-      );
-    }
-    return {
-      kind: 'processed',
-      sensorId: source.sensorId,
-      ts: source.ts,
-      value: null,
-      unit: null,
-      tags: source.tags,
-      payload,
-    };
-  });
+/** Whether two sets of options make the same processing (configure() rebuilds the chain only when not). */
+function sameProcessing(a: ResolvedOptions, b: ResolvedOptions): boolean {
+  const list = (o: ResolvedOptions) => o.processors ?? [];
+  return (
+    a.processor === b.processor &&
+    list(a).length === list(b).length &&
+    list(a).every((p, i) => p === list(b)[i]) &&
+    a.processorTimeout === b.processorTimeout &&
+    a.localAnalytics === b.localAnalytics &&
+    a.alertDedupWindow === b.alertDedupWindow &&
+    a.maxStoredAlerts === b.maxStoredAlerts &&
+    a.localHistory.readings === b.localHistory.readings &&
+    a.localHistory.aggregates === b.localHistory.aggregates
+  );
 }

@@ -73,8 +73,36 @@ export interface EdgeGatewayOptions {
   durability?: 'full' | 'normal';
   /** Seconds `stop()` may spend sending what is queued before it closes. @default 5 */
   stopTimeout?: number;
-  /** Transforms each reading before it is stored. */
+  /** Transforms each reading before it is stored: a chain of one. Give this or `processors`. */
   processor?: Processor | undefined;
+  /**
+   * A chain: each reading goes through the processors in order; what one returns as readings goes on to the next.
+   * Custom processors come first, the built-ins (`WindowedAggregation`, `Deadband`, `ThresholdAlerts`,
+   * `RateOfChange`) after them: they run inside the commit. See docs/processors.md.
+   */
+  processors?: readonly Processor[] | undefined;
+  /**
+   * Seconds a processor's asynchronous `process()` (or a lifecycle hook) may take; past it the reading goes to the
+   * dead letters as if the processor had thrown. @default 5
+   */
+  processorTimeout?: number;
+  /** `false` turns the built-in processors off (they pass readings through untouched); custom ones still run. @default true */
+  localAnalytics?: boolean;
+  /**
+   * Seconds within which an alert with the same source, sensor and message as a stored one is counted into it
+   * (`count`) rather than raised, stored and synced again. Measured on the alerts' own timestamps. 0 turns it
+   * off. @default 60
+   */
+  alertDedupWindow?: number;
+  /** Most alerts kept locally for `alerts()`; the oldest go first. @default 10000 */
+  maxStoredAlerts?: number;
+  /**
+   * What is kept for `query()` besides the unsent queue (acknowledged rows leave the queue): `readings`, the most
+   * raw readings kept (a second copy of each, so it costs intake throughput; 0 keeps none), and `aggregates`, the
+   * most closed aggregation windows kept. Both bounded by count, the oldest going first.
+   * @default { readings: 0, aggregates: 100000 }
+   */
+  localHistory?: { readings?: number; aggregates?: number };
   /** Replaces the SQLite storage (then `localDb` and `durability` are not used). */
   storage?: Storage | undefined;
   /** Replaces the HTTP transport (then `cloudUrl`, `apiKey` and `connectionTimeout` are not used). */
@@ -122,6 +150,25 @@ export const optionsSchema = z.strictObject({
   durability: z.enum(['full', 'normal']).default('full'),
   stopTimeout: z.number().nonnegative().max(3600).default(5),
   processor: z.custom<Processor>(hasMethods('process'), 'expected an object with a process() method').optional(),
+  processors: z
+    .array(z.custom<Processor>(hasMethods('process'), 'expected an object with a process() method'))
+    .max(100)
+    .readonly()
+    .optional(),
+  processorTimeout: seconds(3600).default(5),
+  localAnalytics: z.boolean().default(true),
+  alertDedupWindow: z
+    .number()
+    .nonnegative()
+    .max(86_400 * 31)
+    .default(60),
+  maxStoredAlerts: z.number().int().positive().max(100_000_000).default(10_000),
+  localHistory: z
+    .strictObject({
+      readings: z.number().int().nonnegative().max(1_000_000_000).default(0),
+      aggregates: z.number().int().positive().max(1_000_000_000).default(100_000),
+    })
+    .default({ readings: 0, aggregates: 100_000 }),
   storage: z.custom<Storage>(hasMethods('open', 'append', 'sealNext'), 'expected a Storage').optional(),
   transport: z.custom<Transport>(hasMethods('sendBatch', 'ping', 'close'), 'expected a Transport').optional(),
   conflictResolver: z.custom<ConflictResolver>(hasMethods('resolve'), 'expected an object with resolve()').optional(),

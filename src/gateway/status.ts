@@ -79,7 +79,7 @@ export interface GatewayEvents {
   conflict: (event: ConflictEvent) => void;
   /** A change from the cloud replaced a shared record's local state (a pull, or a conflict the cloud won). */
   'record-change': (record: SyncRecord) => void;
-  /** A processor raised an alert. */
+  /** An alert was stored (raised by a processor; a repeat counted into an earlier alert is not emitted). */
   alert: (alert: Alert) => void;
   /** A background failure; the gateway carries on. */
   error: (error: Error) => void;

@@ -3,6 +3,7 @@ import { existsSync, mkdirSync, statfsSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
 import BetterSqlite3, { type Database, type Statement } from 'better-sqlite3';
 import { ConfigError, StorageError } from '../errors.js';
+import { LocalTables } from './local-tables.js';
 import { MIGRATIONS, migrate, verifySchema } from './migrations.js';
 import {
   CorruptDatabaseError,
@@ -14,15 +15,22 @@ import {
 import type { RecordStorage } from './record-storage.js';
 import { SqliteRecordStorage } from './sqlite-records.js';
 import type {
+  AggregateInsert,
   DeadLetter,
   DeadLetterInsert,
+  HistoryRow,
+  IntakeResult,
+  IntakeWork,
   OutboxInsert,
   OutboxKind,
   OutboxRow,
   SealedBatch,
   SealInput,
+  SeriesRange,
   Storage,
   StorageCapacity,
+  StoredAlert,
+  StoredAlertQuery,
 } from './storage.js';
 
 /** Options of {@link SqliteStorage}. */
@@ -59,8 +67,11 @@ export interface SqliteStorageOptions {
 /** Smallest `maxSizeBytes`: below it the schema and the sync loop's reserve leave no room for readings. */
 export const MIN_MAX_SIZE_BYTES = 1024 * 1024;
 
-const KIND_CODES: Record<OutboxKind, number> = { reading: 0, processed: 1 };
-const KINDS: readonly OutboxKind[] = ['reading', 'processed'];
+const KIND_CODES: Record<OutboxKind, number> = { reading: 0, processed: 1, alert: 2, aggregate: 3 };
+const KINDS: readonly OutboxKind[] = ['reading', 'processed', 'alert', 'aggregate'];
+/** Batches of the bulk lane (readings, processed data, aggregates) and of the alert lane (outbox kind 2). */
+const BULK_LANE = 0;
+const ALERT_LANE = 1;
 
 interface RawRow {
   seq: number;
@@ -83,6 +94,7 @@ interface RawBatch {
   content_encoding: string | null;
   hash: string;
   attempts: number;
+  lane: number;
 }
 
 const toRow = (raw: RawRow): OutboxRow => ({
@@ -120,17 +132,24 @@ function prepareStatements(db: Database) {
     ),
     oldestBatch: db.prepare('SELECT * FROM batches ORDER BY batch_no LIMIT 1'),
     batch: db.prepare('SELECT * FROM batches WHERE batch_no = ?'),
+    // Each lane seals its own rows in seq order; alerts are few, and the bulk lane's scan steps over them.
     unsealed: db.prepare(
-      'SELECT * FROM outbox WHERE seq > coalesce((SELECT max(last_seq) FROM batches), 0) ORDER BY seq LIMIT ?',
+      `SELECT * FROM outbox WHERE seq > coalesce((SELECT max(last_seq) FROM batches WHERE lane = ${BULK_LANE}), 0)
+       AND kind <> 2 ORDER BY seq LIMIT ?`,
+    ),
+    unsealedAlerts: db.prepare(
+      `SELECT * FROM outbox WHERE kind = 2
+       AND seq > coalesce((SELECT max(last_seq) FROM batches WHERE lane = ${ALERT_LANE}), 0) ORDER BY seq LIMIT ?`,
     ),
     insertBatch: db.prepare(
-      `INSERT INTO batches (batch_no, first_seq, last_seq, count, body, content_type, content_encoding, hash, created_at)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      `INSERT INTO batches (batch_no, first_seq, last_seq, count, body, content_type, content_encoding, hash, created_at, lane)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
     ),
     attempt: db.prepare('UPDATE batches SET attempts = attempts + 1 WHERE batch_no = ?'),
-    deleteRange: db.prepare('DELETE FROM outbox WHERE seq BETWEEN ? AND ?'),
+    // A lane's batch covers a seq range in which the other lane's rows may sit: the kind test leaves those alone.
+    deleteRange: db.prepare('DELETE FROM outbox WHERE seq BETWEEN ? AND ? AND (kind = 2) = ?'),
     deleteBatch: db.prepare('DELETE FROM batches WHERE batch_no = ?'),
-    rowsInRange: db.prepare('SELECT * FROM outbox WHERE seq BETWEEN ? AND ?'),
+    rowsInRange: db.prepare('SELECT * FROM outbox WHERE seq BETWEEN ? AND ? AND (kind = 2) = ?'),
     deleteRow: db.prepare('DELETE FROM outbox WHERE seq = ?'),
     getMeta: db.prepare('SELECT value FROM meta WHERE key = ?').pluck(),
     setMeta: db.prepare(
@@ -138,6 +157,7 @@ function prepareStatements(db: Database) {
     ),
     deadLetters: db.prepare('SELECT * FROM dead_letters ORDER BY id DESC LIMIT ?'),
     deadLetterCount: db.prepare('SELECT count(*) FROM dead_letters').pluck(),
+    tables: new LocalTables(db),
   };
 }
 
@@ -508,6 +528,50 @@ export class SqliteStorage implements Storage {
     return first;
   }
 
+  intake(work: IntakeWork): IntakeResult {
+    const first = this.#nextSeq;
+    let seq = first;
+    const { insert, tables } = this.#s;
+    const queue = (row: OutboxInsert) => {
+      insert.run(seq++, KIND_CODES[row.kind], row.sensorId, row.ts, row.value, row.unit, row.tags, row.payload);
+    };
+    const raised = this.#write(
+      'append',
+      () => {
+        seq = first;
+        for (const row of work.rows) queue(row);
+        const now = Date.now();
+        for (const dead of work.deadLetters) this.#insertDead(dead, now);
+        const stored = tables.storeAlerts(work.alerts, work.dedupWindowMs, work.maxAlerts, queue);
+        tables.storeAggregates(work.aggregates, work.maxAggregates);
+        tables.storeHistory(work.rows, work.maxHistory);
+        tables.writeState(work.state);
+        return stored;
+      },
+      'intake',
+    );
+    // Only after the commit: a failed transaction assigns nothing.
+    this.#pending += seq - first;
+    this.#nextSeq = seq;
+    return { firstSeq: first, raised };
+  }
+
+  alerts(query: StoredAlertQuery): StoredAlert[] {
+    return this.#s.tables.alerts(this.#database, query);
+  }
+
+  processorState(processor: string): Map<string, string> {
+    return this.#s.tables.processorState(processor);
+  }
+
+  aggregates(range: SeriesRange): AggregateInsert[] {
+    return this.#s.tables.aggregates(range);
+  }
+
+  history(range: SeriesRange): HistoryRow[] {
+    return this.#s.tables.history(range);
+  }
+
   pendingCount(): number {
     return this.#pending;
   }
@@ -531,7 +595,14 @@ export class SqliteStorage implements Storage {
 
   #seal(limit: number, encode: (batchNo: number, rows: readonly OutboxRow[]) => SealInput): SealedBatch | undefined {
     return this.#write('seal', () => {
-      const rows = (this.#s.unsealed.all(limit) as RawRow[]).map(toRow);
+      // Alerts first: they jump a backlog of telemetry, however long.
+      let lane = ALERT_LANE;
+      let raw = this.#s.unsealedAlerts.all(limit) as RawRow[];
+      if (raw.length === 0) {
+        lane = BULK_LANE;
+        raw = this.#s.unsealed.all(limit) as RawRow[];
+      }
+      const rows = raw.map(toRow);
       if (rows.length === 0) return undefined;
       const batchNo = Number(this.#s.getMeta.get('next_batch_no') ?? '1');
       const input = encode(batchNo, rows);
@@ -546,6 +617,7 @@ export class SqliteStorage implements Storage {
         input.contentEncoding,
         input.hash,
         Date.now(),
+        lane,
       );
       return { ...input, batchNo, attempts: 0 };
     });
@@ -559,7 +631,7 @@ export class SqliteStorage implements Storage {
     const removed = this.#write('acknowledge', () => {
       const batch = this.#s.batch.get(batchNo) as RawBatch | undefined;
       if (!batch) return 0;
-      const { changes } = this.#s.deleteRange.run(batch.first_seq, batch.last_seq);
+      const { changes } = this.#s.deleteRange.run(batch.first_seq, batch.last_seq, batch.lane === ALERT_LANE ? 1 : 0);
       this.#s.deleteBatch.run(batchNo);
       const acked = Number(this.#s.getMeta.get('acked_through') ?? '0');
       if (batch.last_seq > acked) this.#s.setMeta.run('acked_through', String(batch.last_seq));
@@ -576,7 +648,8 @@ export class SqliteStorage implements Storage {
       let count = 0;
       if (deadLetters.size > 0) {
         const now = Date.now();
-        for (const raw of this.#s.rowsInRange.all(batch.first_seq, batch.last_seq) as RawRow[]) {
+        const lane = batch.lane === ALERT_LANE ? 1 : 0;
+        for (const raw of this.#s.rowsInRange.all(batch.first_seq, batch.last_seq, lane) as RawRow[]) {
           const reason = deadLetters.get(raw.seq);
           if (reason === undefined) continue;
           this.#insertDead({ ...toRow(raw), reason, source }, now);
