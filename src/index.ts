@@ -40,6 +40,9 @@ export type {
   RecordMutation,
 } from './model/records-wire.js';
 export { RECORD_LIMITS } from './model/records-wire.js';
+export type { HealthJson } from './ops/health-json.js';
+export { toHealthJson } from './ops/health-json.js';
+export type { GatewayHttpServer, HttpServerOptions } from './ops/http-server.js';
 export type { Alert, AlertInput, Processor, ProcessResult } from './processing/processor.js';
 export { DataProcessor } from './processing/processor.js';
 export type { QuarantineReport } from './storage/quarantine.js';
