@@ -13,6 +13,7 @@
  *   peers       the same readings through what a user would otherwise pick (PouchDB replicating to express-pouchdb,
  *               MQTT.js QoS 1 with a LevelDB store to an Aedes broker): durable ingest, end to end, bytes on the
  *               wire and peak RSS, as ratios to edge-gateway
+ *   disk        bytes a queued reading takes in the local database, for sizing disks against outages
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -26,6 +27,7 @@ import { Deadband, EdgeGateway, type EdgeGatewayOptions, ThresholdAlerts, Window
 import { MIGRATIONS } from '../src/storage/migrations.js';
 import { encodeBatch } from '../src/sync/batch-codec.js';
 import { startCloudServer } from '../src/testing/index.js';
+import { diskSection } from './disk.js';
 import { recordsSection } from './records.js';
 
 const argv = process.argv.slice(2);
@@ -34,7 +36,7 @@ const named = argv.filter((a) => !a.startsWith('--'));
 const ONLY = new Set(
   (
     args.get('only') ??
-    (named.length > 0 ? named.join(',') : 'throughput,wire,footprint,backlog,records,processing,peers')
+    (named.length > 0 ? named.join(',') : 'throughput,wire,footprint,backlog,records,processing,disk,peers')
   ).split(','),
 );
 const FOOTPRINT_SECONDS = Number(args.get('footprint-seconds') ?? 60);
@@ -503,6 +505,7 @@ async function main(): Promise<void> {
   if (ONLY.has('records')) await recordsSection(Number(args.get('records') ?? 5000), (name) => freshPath() + name);
   if (ONLY.has('processing')) await processing();
   if (ONLY.has('peers')) await peers();
+  if (ONLY.has('disk')) await diskSection(Number(args.get('disk') ?? 200_000), (name) => freshPath() + name);
 }
 
 main()

@@ -43,6 +43,9 @@ export type {
   RecordMutation,
 } from './model/records-wire.js';
 export { RECORD_LIMITS } from './model/records-wire.js';
+export type { HealthJson } from './ops/health-json.js';
+export { toHealthJson } from './ops/health-json.js';
+export type { GatewayHttpServer, HttpServerOptions } from './ops/http-server.js';
 export type { Alert, AlertInput, AlertQuery, AlertSeverity } from './processing/alert.js';
 export type { DeadbandOptions } from './processing/builtins/deadband.js';
 export { Deadband } from './processing/builtins/deadband.js';

@@ -121,5 +121,7 @@ describe('examples/', () => {
     expect(output).toContain('forceSync: acknowledged 3, remaining 0');
     expect(output).toContain('Online: true');
     expect(output).toContain('Status: healthy');
+    expect(output).toContain('edge_gateway_data_points_total 3');
+    expect(output).toContain('edge_gateway_queue_size 0');
   });
 });

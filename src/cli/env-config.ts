@@ -3,6 +3,7 @@ import { parseEnv } from 'node:util';
 import { z } from 'zod';
 import { ConfigError } from '../errors.js';
 import type { EdgeGatewayOptions } from '../gateway/options.js';
+import type { HttpServerOptions } from '../ops/http-server.js';
 import { WindowedAggregation } from '../processing/builtins/windowed-aggregation.js';
 
 const bool = z
@@ -45,7 +46,23 @@ export const envSchema = z.object({
     .pipe(z.enum(['trace', 'debug', 'info', 'warn', 'warning', 'error', 'fatal', 'silent']))
     .transform((v) => (v === 'warning' ? 'warn' : v)),
   LOG_FILE: optional(z.string().min(1)),
+  STOP_TIMEOUT_SECONDS: optional(z.coerce.number().nonnegative().max(3600)),
+  STALL_TIMEOUT_SECONDS: optional(positive(86_400)),
+  DEAD_LETTER_WINDOW_SECONDS: optional(positive(30 * 86_400)),
+  HTTP_ENABLED: optional(bool),
+  HTTP_HOST: optional(z.string().min(1)),
+  HTTP_PORT: optional(int(0, 65_535)),
+  INGEST_MAX_BODY_BYTES: optional(int(1024, 256 * 1024 * 1024)),
+  INGEST_RATE_LIMIT: optional(z.coerce.number().nonnegative().max(1e9)),
+  INGEST_BURST: optional(int(1, 1e9)),
+  INGEST_TOKEN: optional(z.string().min(1)),
 });
+
+/** Variables whose values are secrets: never echoed in an error, redacted from logs. */
+export const SECRET_VARIABLES: ReadonlySet<string> = new Set(['CLOUD_API_KEY', 'INGEST_TOKEN']);
+
+/** The port `edge-gateway start` serves /health, /metrics and the ingest API on, unless HTTP_PORT says otherwise. */
+export const DEFAULT_HTTP_PORT = 8000;
 
 export type EnvConfig = z.output<typeof envSchema>;
 
@@ -81,7 +98,8 @@ export function parseEnvConfig(env: Record<string, string>): EnvConfig {
     parsed.error.issues.map((issue) => {
       const name = String(issue.path[0] ?? '(env)');
       const value = env[name];
-      return `Expected ${name} to be valid: ${issue.message} (got ${value === undefined ? 'nothing' : JSON.stringify(value)})`;
+      const shown = SECRET_VARIABLES.has(name) ? 'a hidden value' : JSON.stringify(value);
+      return `Expected ${name} to be valid: ${issue.message} (got ${value === undefined ? 'nothing' : shown})`;
     }),
   );
 }
@@ -110,5 +128,20 @@ export function gatewayOptionsFrom(config: EnvConfig): EdgeGatewayOptions {
   else if (config.ENABLE_LOCAL_ANALYTICS === true || config.AGGREGATION_WINDOW_SECONDS !== undefined) {
     options.processors = [new WindowedAggregation({ window: config.AGGREGATION_WINDOW_SECONDS ?? 300 })];
   }
+  if (config.STOP_TIMEOUT_SECONDS !== undefined) options.stopTimeout = config.STOP_TIMEOUT_SECONDS;
+  if (config.STALL_TIMEOUT_SECONDS) options.stallTimeout = config.STALL_TIMEOUT_SECONDS;
+  if (config.DEAD_LETTER_WINDOW_SECONDS) options.deadLetterWindow = config.DEAD_LETTER_WINDOW_SECONDS;
+  return options;
+}
+
+/** The daemon's HTTP server options from the environment; undefined when `HTTP_ENABLED=false`. */
+export function httpOptionsFrom(config: EnvConfig): HttpServerOptions | undefined {
+  if (config.HTTP_ENABLED === false) return undefined;
+  const options: HttpServerOptions = { port: config.HTTP_PORT ?? DEFAULT_HTTP_PORT };
+  if (config.HTTP_HOST) options.host = config.HTTP_HOST;
+  if (config.INGEST_MAX_BODY_BYTES) options.maxBodyBytes = config.INGEST_MAX_BODY_BYTES;
+  if (config.INGEST_RATE_LIMIT !== undefined) options.rateLimit = config.INGEST_RATE_LIMIT;
+  if (config.INGEST_BURST) options.burst = config.INGEST_BURST;
+  if (config.INGEST_TOKEN) options.ingestToken = config.INGEST_TOKEN;
   return options;
 }

@@ -1,4 +1,5 @@
 import { EventEmitter } from 'eventemitter3';
+import type { Registry } from 'prom-client';
 import {
   ConfigError,
   GatewayStoppedError,
@@ -17,6 +18,8 @@ import {
   normalizePoint,
 } from '../model/data-point.js';
 import { hlcSchema } from '../model/records-wire.js';
+import type { GatewayMetrics } from '../ops/gateway-metrics.js';
+import type { GatewayHttpServer, HttpServerOptions } from '../ops/http-server.js';
 import type { Alert, AlertQuery } from '../processing/alert.js';
 import { RECORDS_META } from '../storage/sqlite-records.js';
 import { SqliteStorage } from '../storage/sqlite-storage.js';
@@ -32,6 +35,7 @@ import { GroupCommit, type GroupExtras } from './group-commit.js';
 import { LocalProcessing } from './local-processing.js';
 import { type HistoryQuery, type QueryResult, queryHistory } from './local-query.js';
 import { compressionSetting, type EdgeGatewayOptions, type ResolvedOptions, resolveOptions } from './options.js';
+import { RecentCount } from './recent-count.js';
 import { Records } from './records.js';
 import type { GatewayEvents, GatewayStatus, HealthStatus } from './status.js';
 
@@ -48,6 +52,7 @@ const emptyResult = (remaining: number): SyncResult => ({
   deadLettered: 0,
   remaining,
   durationMs: 0,
+  bytesSent: 0,
 });
 
 /**
@@ -88,6 +93,11 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
   /** Stamps record writes; made at start, from the last stamp and clock offset kept in the database. */
   #clock: HybridClock;
   #recordsSync: RecordsSync | undefined;
+  /** Loaded on first use (prom-client is heavy): at start() with the `metrics` option, else when first asked for. */
+  #metrics: GatewayMetrics | undefined;
+  #metricsLoading: Promise<GatewayMetrics> | undefined;
+  /** Readings set aside in the dead letters within `deadLetterWindow`, for the health check. */
+  readonly #recentDeadLetters: RecentCount;
   /**
    * Shared records, kept in step with the cloud both ways: `put`, `get`, `delete`, `list`, `watch`. Reads work
    * offline; writes are durable at once. Available after `start()`.
@@ -109,6 +119,7 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
     this.#resolver = this.#options.conflictResolver ?? lastWriteWins;
     if (this.#options.conflictResolver) this.#strategy = 'custom';
     this.#clock = new HybridClock({ now: this.#options.clock ?? Date.now });
+    this.#recentDeadLetters = new RecentCount(this.#options.deadLetterWindow * 1000);
     this.records = new Records({
       storage: (method) => this.#recordStorage(method),
       clock: () => this.#clock,
@@ -128,7 +139,10 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
         checkRoom: (incoming) => this.#checkRoom(incoming),
         track: (work) => this.#tracked(work),
         emitAlert: (alert) => this.#guarded('alert', () => this.emit('alert', alert)),
-        emitDropped: (event) => this.#guarded('dropped', () => this.emit('dropped', event)),
+        emitDropped: (event) => {
+          if (event.reason === 'processor-failed') this.#recentDeadLetters.add(event.count, performance.now());
+          this.#guarded('dropped', () => this.emit('dropped', event));
+        },
         reportError: (error) => this.#backgroundError(error),
       },
       this.#options,
@@ -194,6 +208,7 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
   async #start(): Promise<void> {
     this.#lifecycle = 'starting';
     try {
+      if (this.#options.metrics) await this.#enableMetrics();
       this.#storage.open();
     } catch (error) {
       this.#lifecycle = 'created';
@@ -333,10 +348,12 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
       },
       syncError: (event) => this.#guarded('sync-error', () => this.emit('sync-error', event)),
       deadLettered: (count, message) => {
+        this.#recentDeadLetters.add(count, performance.now());
         this.#logger.warn({ count, message }, 'the cloud refused readings; they are kept in the dead letters');
         this.#guarded('dropped', () => this.emit('dropped', { reason: 'rejected-by-cloud', count, message }));
       },
       failed: (error) => this.#backgroundError(error, 'sync'),
+      sent: (report) => this.#metrics?.sent(report),
     };
   }
 
@@ -428,6 +445,16 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
    * `ValidationError` (nothing stored), `QueueFullError`, or `GatewayStoppedError`.
    */
   sendData(point: DataPoint | DataPointInput): Promise<boolean> {
+    const metrics = this.#metrics;
+    if (!metrics) return this.#sendData(point);
+    const startedAt = performance.now();
+    return this.#sendData(point).then((stored) => {
+      metrics.intake(startedAt, stored ? 1 : 0);
+      return stored;
+    });
+  }
+
+  #sendData(point: DataPoint | DataPointInput): Promise<boolean> {
     const refused = this.#inputError('sendData');
     if (refused) return Promise.reject(refused);
     let normalized: NormalizedPoint;
@@ -447,6 +474,16 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
    * `ValidationError` lists every problem with its index). Resolves with how many readings were stored.
    */
   sendBatch(points: readonly (DataPoint | DataPointInput)[]): Promise<number> {
+    const metrics = this.#metrics;
+    if (!metrics) return this.#sendBatch(points);
+    const startedAt = performance.now();
+    return this.#sendBatch(points).then((stored) => {
+      metrics.intake(startedAt, stored);
+      return stored;
+    });
+  }
+
+  #sendBatch(points: readonly (DataPoint | DataPointInput)[]): Promise<number> {
     const refused = this.#inputError('sendBatch');
     if (refused) return Promise.reject(refused);
     if (!Array.isArray(points)) {
@@ -533,7 +570,7 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
     if (this.#storageFailure) fail(`the local database refused a write: ${this.#storageFailure.message}`);
     if (status.authRefused) fail('the cloud refuses the API key: nothing is being forwarded');
     else if (this.#sync && status.running && pending > 0) {
-      const stallMs = Math.max(3 * this.#options.syncInterval * 1000, 60_000);
+      const stallMs = (this.#options.stallTimeout ?? Math.max(3 * this.#options.syncInterval, 60)) * 1000;
       // Monotonic: a wall clock stepped forwards (NTP, a dead RTC battery fixed) is not a stall.
       // Since the last acknowledgement, or since readings began waiting if that is later: a quiet hour followed by
       // one reading is not a stall.
@@ -552,6 +589,12 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
     if (capacity && !this.#storageFailure && capacity.usedBytes >= 0.9 * capacity.limitBytes) {
       degrade(
         `the local database is ${Math.min(100, Math.floor((100 * capacity.usedBytes) / capacity.limitBytes))}% full (maxDatabaseSize)`,
+      );
+    }
+    const deadLetters = status.running ? this.#recentDeadLetters.total(performance.now()) : 0;
+    if (deadLetters > 0) {
+      degrade(
+        `${deadLetters} reading(s) went to the dead letters in the last ${this.#options.deadLetterWindow} s (${status.deadLetterCount} kept; see getDeadLetters())`,
       );
     }
     if (status.quarantined) {
@@ -597,6 +640,7 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
     if (!sameProcessing(next, previous)) this.#local.configure(next);
     this.#input = merged;
     this.#options = next;
+    this.#recentDeadLetters.windowMs = next.deadLetterWindow * 1000;
     if (this.#lifecycle !== 'running') return;
     const transportChanged =
       next.transport !== previous.transport ||
@@ -700,6 +744,67 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
     const refused = this.#inputError('getDeadLetters');
     if (refused) throw refused;
     return this.#storage.deadLetters(limit);
+  }
+
+  #enableMetrics(): Promise<GatewayMetrics> {
+    this.#metricsLoading ??= import('../ops/gateway-metrics.js').then(
+      ({ GatewayMetrics }) => {
+        this.#metrics = new GatewayMetrics(this, {
+          storageBytes: () => (this.#lifecycle === 'running' ? this.#storage.sizeBytes() : undefined),
+          storageLimitBytes: () => (this.#lifecycle === 'running' ? this.#storage.capacity?.()?.limitBytes : undefined),
+        });
+        return this.#metrics;
+      },
+      (error: unknown) => {
+        this.#metricsLoading = undefined;
+        throw error;
+      },
+    );
+    return this.#metricsLoading;
+  }
+
+  /**
+   * The gateway's metrics in the Prometheus text format: the seed's `edge_gateway_data_points_total`,
+   * `edge_gateway_sync_success_total`, `edge_gateway_sync_failures_total`, `edge_gateway_queue_size` and
+   * `edge_gateway_processing_duration_seconds`, and the others of docs/operations.md. They live on a registry of
+   * this gateway's own. Without the `metrics` option, counting starts at the first call of this method,
+   * {@link metricsRegistry} or {@link serveHttp}.
+   *
+   * @example
+   * ```ts
+   * const gateway = new EdgeGateway({ deviceId: 'd', metrics: true });
+   * await gateway.start();
+   * console.log(await gateway.metrics()); // # HELP edge_gateway_data_points_total ...
+   * ```
+   */
+  async metrics(): Promise<string> {
+    return (await this.#enableMetrics()).metrics();
+  }
+
+  /**
+   * The prom-client registry holding this gateway's metrics, e.g. to expose them with a host's own:
+   * `Registry.merge([register, await gateway.metricsRegistry()])`. Starts counting as {@link metrics} does.
+   */
+  async metricsRegistry(): Promise<Registry> {
+    return (await this.#enableMetrics()).registry;
+  }
+
+  /**
+   * Serves `GET /health` (the health check as JSON, 503 when unhealthy), `GET /metrics` (Prometheus text) and
+   * `POST /api/v1/data` (local ingest: one reading or an array, answered once they are durable) over HTTP, on
+   * 127.0.0.1:8000 unless told otherwise. Opt-in: the library serves nothing unless asked. `close()` the server
+   * before `stop()`ping the gateway.
+   *
+   * @example
+   * ```ts
+   * const server = await gateway.serveHttp({ port: 8000 });
+   * // curl http://127.0.0.1:8000/health
+   * await server.close();
+   * ```
+   */
+  async serveHttp(options: HttpServerOptions = {}): Promise<GatewayHttpServer> {
+    const [{ serveGateway }] = await Promise.all([import('../ops/http-server.js'), this.#enableMetrics()]);
+    return serveGateway(this, options);
   }
 }
 

@@ -120,6 +120,22 @@ export interface EdgeGatewayOptions {
   clock?: (() => number) | undefined;
   /** A pino-compatible logger. @default silent */
   logger?: Logger | undefined;
+  /**
+   * Collect Prometheus metrics from `start()` on (see `EdgeGateway.metrics()`). Off, the metrics module
+   * (prom-client, about 13 MiB) is loaded only when `metrics()`, `metricsRegistry()` or `serveHttp()` is first
+   * called, and counts from then on. @default false
+   */
+  metrics?: boolean;
+  /**
+   * Seconds the gateway may stay online with readings waiting and nothing acknowledged before the health check
+   * reports it `degraded` (a stuck batch, a cloud that keeps throttling). @default max(3 × syncInterval, 60)
+   */
+  stallTimeout?: number | undefined;
+  /**
+   * Seconds during which a reading set aside in the dead letters (refused by the cloud, or failed in a processor)
+   * keeps the health check `degraded`: dead letters that keep growing need a look. @default 900
+   */
+  deadLetterWindow?: number;
 }
 
 const hasMethods =
@@ -178,6 +194,9 @@ export const optionsSchema = z.strictObject({
   logger: z
     .custom<Logger>(hasMethods('debug', 'info', 'warn', 'error'), 'expected a pino-compatible logger')
     .optional(),
+  metrics: z.boolean().default(false),
+  stallTimeout: seconds(86_400).optional(),
+  deadLetterWindow: seconds(30 * 86_400).default(900),
 });
 
 /** Options after defaults, as the gateway uses them (see `EdgeGateway.options`). */

@@ -61,6 +61,11 @@ export interface SealInput {
   contentEncoding: string | null;
   /** sha-256 of the uncompressed body, hex. */
   hash: string;
+  /**
+   * Bytes of the body before compression, as the codec made it; for metrics. Not kept at rest: a batch read back
+   * from storage (a resend after a restart) has none.
+   */
+  rawBytes?: number;
 }
 
 /** A sealed batch: its bytes never change until the cloud acknowledges it, so every retry is byte-identical. */

@@ -32,6 +32,21 @@ export interface SyncListener {
   deadLettered(count: number, reason: string): void;
   /** An unexpected failure of the loop itself, e.g. the local database refused a write. */
   failed(error: Error): void;
+  /** One attempt to send one batch got an outcome (for metrics). */
+  sent?(report: SendReport): void;
+}
+
+/** One attempt to send one batch, as {@link SyncListener.sent} reports it. */
+export interface SendReport {
+  /** Readings in the batch. */
+  count: number;
+  /** Bytes of the body as sent. */
+  bytes: number;
+  /** Bytes of the body before compression, when the batch was sealed in this run (see `SealInput.rawBytes`). */
+  rawBytes: number | undefined;
+  /** From sending to the outcome, in seconds. */
+  seconds: number;
+  status: SendResult['status'];
 }
 
 /**
@@ -359,6 +374,7 @@ export class SyncManager {
       deadLettered: 0,
       remaining: 0,
       durationMs: 0,
+      bytesSent: 0,
     };
     const finish = (end: CycleEnd) => {
       result.remaining = this.#storage.pendingCount();
@@ -438,6 +454,7 @@ export class SyncManager {
         return finish(signal.aborted ? 'aborted' : 'drained');
       }
       result.sent += batch.count;
+      result.bytesSent += batch.body.byteLength;
       const sentAt = performance.now();
       let outcome: SendResult;
       try {
@@ -470,6 +487,13 @@ export class SyncManager {
           message: `the cloud acknowledged batch ${outcome.ack.ackThroughBatchNo} for batch ${batch.batchNo}`,
         };
       }
+      this.#listener.sent?.({
+        count: batch.count,
+        bytes: batch.body.byteLength,
+        rawBytes: batch.rawBytes,
+        seconds: (performance.now() - sentAt) / 1000,
+        status: outcome.status,
+      });
       switch (outcome.status) {
         case 'acknowledged': {
           this.#storage.acknowledge(batch.batchNo);

@@ -13,6 +13,8 @@ export interface SyncResult {
   /** Readings still waiting when the cycle ended. */
   remaining: number;
   durationMs: number;
+  /** Bytes of batch bodies put on the wire, every attempt counted (as sent: compressed when compression is on). */
+  bytesSent: number;
   /** Shared records in this cycle, when the records part ran. */
   records?: RecordsSummary;
 }
