@@ -11,7 +11,8 @@ export type EdgeGatewayErrorCode =
   | 'STOPPED'
   | 'QUEUE_FULL'
   | 'STORAGE_FAILED'
-  | 'PROCESSOR_FAILED';
+  | 'PROCESSOR_FAILED'
+  | 'PIN_MISMATCH';
 
 /** Base class of every error thrown by edge-gateway. */
 export class EdgeGatewayError extends Error {
@@ -126,6 +127,30 @@ export class ProcessorError extends EdgeGatewayError {
   }
 }
 
+/**
+ * The cloud's TLS certificate chain holds none of the keys in `pinnedCertificates`: the connection was closed
+ * before a byte of the request was sent. The transport reports it as a result (`retryable`, code `pin-mismatch`)
+ * and the gateway as a `sync-error` with code `PIN_MISMATCH`; it is not thrown to the host.
+ */
+export class CertificatePinError extends EdgeGatewayError {
+  /** The host the connection was for. */
+  readonly host: string;
+  /** The pins (`sha256/<base64>`) of the verified chain the server presented, leaf first. */
+  readonly presented: readonly string[];
+
+  constructor(host: string, presented: readonly { pin: string; subject: string }[], options?: { cause?: unknown }) {
+    const chain = presented.map((c) => `${c.pin} (${c.subject})`).join(', ');
+    super(
+      'PIN_MISMATCH',
+      `The certificate chain of ${host} matches none of the pinned keys (pinnedCertificates); nothing was sent. It presented: ${chain || 'no certificate that could be read'}`,
+      options,
+    );
+    this.name = 'CertificatePinError';
+    this.host = host;
+    this.presented = presented.map((c) => c.pin);
+  }
+}
+
 const ERROR_NAMES = new Set([
   'EdgeGatewayError',
   'ConfigError',
@@ -135,6 +160,7 @@ const ERROR_NAMES = new Set([
   'QueueFullError',
   'StorageError',
   'ProcessorError',
+  'CertificatePinError',
 ]);
 
 const hasCode = (error: unknown): error is EdgeGatewayError =>
@@ -156,3 +182,4 @@ export const isGatewayStoppedError = guard<GatewayStoppedError>('GatewayStoppedE
 export const isQueueFullError = guard<QueueFullError>('QueueFullError');
 export const isStorageError = guard<StorageError>('StorageError');
 export const isProcessorError = guard<ProcessorError>('ProcessorError');
+export const isCertificatePinError = guard<CertificatePinError>('CertificatePinError');

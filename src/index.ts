@@ -7,9 +7,11 @@
 
 export type { EdgeGatewayErrorCode, ValidationIssue } from './errors.js';
 export {
+  CertificatePinError,
   ConfigError,
   EdgeGatewayError,
   GatewayStoppedError,
+  isCertificatePinError,
   isConfigError,
   isEdgeGatewayError,
   isGatewayStoppedError,
@@ -95,6 +97,8 @@ export { HybridClock, hlcTime } from './sync/hlc.js';
 export type { ConflictEvent } from './sync/records-sync.js';
 export type { SyncStrategy } from './sync/sync-manager.js';
 export type { RecordsSummary, SyncErrorCode, SyncErrorEvent, SyncResult } from './sync/sync-result.js';
+export { certificatePin } from './transport/certificate-pins.js';
+export type { CloudTlsOptions, Pem } from './transport/cloud-tls.js';
 export type { HttpTransportOptions } from './transport/http-transport.js';
 export { HttpTransport } from './transport/http-transport.js';
 export type {

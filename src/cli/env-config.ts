@@ -5,6 +5,7 @@ import { ConfigError } from '../errors.js';
 import type { EdgeGatewayOptions } from '../gateway/options.js';
 import type { HttpServerOptions } from '../ops/http-server.js';
 import { WindowedAggregation } from '../processing/builtins/windowed-aggregation.js';
+import { isLoopbackHost } from '../transport/cloud-tls.js';
 
 const bool = z
   .string()
@@ -28,6 +29,20 @@ export const envSchema = z.object({
   MAX_OFFLINE_QUEUE_SIZE: optional(int(1, Number.MAX_SAFE_INTEGER)),
   CLOUD_API_URL: optional(z.url({ protocol: /^https?$/ })),
   CLOUD_API_KEY: optional(z.string().min(1)),
+  /** A PEM file of the CAs the cloud's certificate must chain to (in place of Node's bundled roots). */
+  CLOUD_CA_FILE: optional(z.string().min(1)),
+  /** PEM files of the client certificate and its private key, for a cloud that asks for one (mutual TLS). */
+  CLOUD_CLIENT_CERT_FILE: optional(z.string().min(1)),
+  CLOUD_CLIENT_KEY_FILE: optional(z.string().min(1)),
+  /** Public-key pins of the cloud, `sha256/<base64>`, separated by commas or spaces. */
+  CLOUD_PINNED_CERTS: optional(
+    z
+      .string()
+      .transform((v) => v.split(/[\s,]+/).filter((pin) => pin.length > 0))
+      .pipe(z.array(z.string()).min(1)),
+  ),
+  /** Allows an http:// CLOUD_API_URL to a host that is not loopback: everything then crosses the network in clear. */
+  CLOUD_ALLOW_INSECURE: optional(bool),
   CONNECTION_TIMEOUT_SECONDS: optional(positive(3600)),
   MAX_RETRY_ATTEMPTS: optional(int(1, 1000)),
   ENABLE_LOCAL_ANALYTICS: optional(bool),
@@ -93,7 +108,16 @@ export function loadEnv(
 /** Validates the environment; throws {@link ConfigError} naming each bad variable. */
 export function parseEnvConfig(env: Record<string, string>): EnvConfig {
   const parsed = envSchema.safeParse(env);
-  if (parsed.success) return parsed.data;
+  if (parsed.success) {
+    // Said here in the variables' names; the gateway would say it again in its options' names.
+    const url = parsed.data.CLOUD_API_URL;
+    if (url?.startsWith('http:') && !parsed.data.CLOUD_ALLOW_INSECURE && !isLoopbackHost(new URL(url).hostname)) {
+      throw new ConfigError([
+        `Expected CLOUD_API_URL to be an https:// URL (got ${JSON.stringify(url)}): http:// is allowed only to a loopback host, or with CLOUD_ALLOW_INSECURE=true, because readings, records and the API key would cross the network in clear text`,
+      ]);
+    }
+    return parsed.data;
+  }
   throw new ConfigError(
     parsed.error.issues.map((issue) => {
       const name = String(issue.path[0] ?? '(env)');
@@ -109,11 +133,24 @@ export function ignoredVariables(config: EnvConfig): string[] {
   return NOT_YET.filter((name) => config[name] !== undefined);
 }
 
-/** Gateway options from the environment. */
+function readPem(variable: string, path: string): string {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch (error) {
+    throw new ConfigError([`Could not read ${variable} (${path}): ${(error as Error).message}`], { cause: error });
+  }
+}
+
+/** Gateway options from the environment; reads the certificate files the TLS variables name. */
 export function gatewayOptionsFrom(config: EnvConfig): EdgeGatewayOptions {
   const options: EdgeGatewayOptions = { deviceId: config.DEVICE_ID, localDb: config.LOCAL_DB_PATH };
   if (config.CLOUD_API_URL) options.cloudUrl = config.CLOUD_API_URL;
   if (config.CLOUD_API_KEY) options.apiKey = config.CLOUD_API_KEY;
+  if (config.CLOUD_ALLOW_INSECURE) options.allowInsecure = true;
+  if (config.CLOUD_CA_FILE) options.ca = readPem('CLOUD_CA_FILE', config.CLOUD_CA_FILE);
+  if (config.CLOUD_CLIENT_CERT_FILE) options.cert = readPem('CLOUD_CLIENT_CERT_FILE', config.CLOUD_CLIENT_CERT_FILE);
+  if (config.CLOUD_CLIENT_KEY_FILE) options.key = readPem('CLOUD_CLIENT_KEY_FILE', config.CLOUD_CLIENT_KEY_FILE);
+  if (config.CLOUD_PINNED_CERTS) options.pinnedCertificates = config.CLOUD_PINNED_CERTS;
   if (config.SYNC_INTERVAL_SECONDS) options.syncInterval = config.SYNC_INTERVAL_SECONDS;
   if (config.MAX_OFFLINE_QUEUE_SIZE) options.maxOfflineQueueSize = config.MAX_OFFLINE_QUEUE_SIZE;
   if (config.CONNECTION_TIMEOUT_SECONDS) options.connectionTimeout = config.CONNECTION_TIMEOUT_SECONDS;

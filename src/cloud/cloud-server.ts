@@ -1,5 +1,6 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { inflateRawSync } from 'node:zlib';
 import { z } from 'zod';
@@ -55,6 +56,22 @@ export interface CloudServerOptions {
   maxClockSkewMs?: number;
   /** The server's wall clock, in epoch ms: stamps, `serverTime` and the skew rule read it. @default Date.now */
   now?: () => number;
+  /**
+   * Listen with TLS (HTTPS) instead of plain HTTP: the server's `key` and `cert` (PEM; `cert` may be followed by
+   * its intermediates, which are then sent to clients). With `requestCert`, a client must present a certificate
+   * that chains to `ca` (mutual TLS), or the handshake is refused. @default undefined (plain HTTP)
+   */
+  tls?: CloudServerTls | undefined;
+}
+
+/** The TLS settings of {@link CloudServerOptions.tls}. */
+export interface CloudServerTls {
+  key: string | Buffer;
+  cert: string | Buffer;
+  /** The CAs that client certificates must chain to, with `requestCert`. */
+  ca?: string | Buffer | readonly (string | Buffer)[] | undefined;
+  /** Ask every client for a certificate, and refuse the handshake without one that chains to `ca`. @default false */
+  requestCert?: boolean | undefined;
 }
 
 const API_PREFIX = '/api/v1';
@@ -112,8 +129,8 @@ function decodeJson(body: Buffer): { deviceId: string; replicaId: string; batchN
 export class CloudServer {
   readonly #server: Server;
   readonly #store: CloudStore;
-  readonly #options: Required<Omit<CloudServerOptions, 'store' | 'validatePoint'>> &
-    Pick<CloudServerOptions, 'validatePoint'>;
+  readonly #options: Required<Omit<CloudServerOptions, 'store' | 'validatePoint' | 'tls'>> &
+    Pick<CloudServerOptions, 'validatePoint' | 'tls'>;
   readonly #keys: Buffer[];
   /** Stamps cloud-side edits and restamps pushed ones; follows every stamp it accepts. */
   readonly #clock: HybridClock;
@@ -138,12 +155,25 @@ export class CloudServer {
       maxDriftMs: this.#options.maxClockSkewMs,
     });
     this.#keys = options.apiKeys.map(digest);
-    this.#server = createServer((request, response) => {
+    const handler = (request: IncomingMessage, response: ServerResponse) => {
       this.#handle(request, response).catch((error: unknown) => {
         if (!response.headersSent) this.#send(response, 500, { error: 'internal', message: (error as Error).message });
         else response.destroy();
       });
-    });
+    };
+    const tls = options.tls;
+    this.#server = tls
+      ? createHttpsServer(
+          {
+            key: tls.key,
+            cert: tls.cert,
+            ...(tls.ca === undefined ? {} : { ca: tls.ca as string | Buffer | (string | Buffer)[] }),
+            requestCert: tls.requestCert ?? false,
+            rejectUnauthorized: tls.requestCert ?? false,
+          },
+          handler,
+        )
+      : createServer(handler);
     this.#server.keepAliveTimeout = 5000;
   }
 
@@ -175,10 +205,10 @@ export class CloudServer {
     return this.#port;
   }
 
-  /** The API base URL, e.g. `http://127.0.0.1:41234/api/v1`. */
+  /** The API base URL, e.g. `http://127.0.0.1:41234/api/v1` (`https://` with the `tls` option). */
   get url(): string {
     const host = this.#options.host.includes(':') ? `[${this.#options.host}]` : this.#options.host;
-    return `http://${host}:${this.port}${API_PREFIX}`;
+    return `${this.#options.tls ? 'https' : 'http'}://${host}:${this.port}${API_PREFIX}`;
   }
 
   /** The store, for queries in tests and tools. */

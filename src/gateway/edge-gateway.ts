@@ -177,9 +177,9 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
     return this.#clock;
   }
 
-  /** The options in force, after defaults. */
-  get options(): Readonly<Omit<ResolvedOptions, 'apiKey'>> {
-    const { apiKey: _hidden, ...visible } = this.#options;
+  /** The options in force, after defaults; without the secrets (`apiKey`, `key`). */
+  get options(): Readonly<Omit<ResolvedOptions, 'apiKey' | 'key'>> {
+    const { apiKey: _hidden, key: _private, ...visible } = this.#options;
     return visible;
   }
 
@@ -301,10 +301,20 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
   }
 
   #makeTransport(): Transport | undefined {
-    const { transport, cloudUrl, apiKey, connectionTimeout } = this.#options;
+    const { transport, cloudUrl, apiKey, connectionTimeout, allowInsecure, ca, cert, key, pinnedCertificates } =
+      this.#options;
     if (transport) return transport;
     if (!cloudUrl) return undefined;
-    return new HttpTransport({ baseUrl: cloudUrl, apiKey, timeoutMs: connectionTimeout * 1000 });
+    return new HttpTransport({
+      baseUrl: cloudUrl,
+      apiKey,
+      timeoutMs: connectionTimeout * 1000,
+      allowInsecure,
+      ca,
+      cert,
+      key,
+      pinnedCertificates,
+    });
   }
 
   #syncSettings(): SyncSettings {
@@ -539,6 +549,7 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
       pendingRecordCount: open ? (this.#storage.records?.mutationCount() ?? 0) : 0,
       lastError: sync?.lastError ?? null,
       authRefused: sync?.authRefused ?? false,
+      tlsFailure: sync?.tlsFailure ?? null,
       clockSkewMs: sync?.clockSkewMs ?? null,
       nextSyncAt: sync?.nextSyncAt ?? null,
       syncStrategy: this.#options.syncStrategy,
@@ -549,7 +560,8 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
 
   /**
    * Whether the gateway is doing its job, with reasons when it is not: `unhealthy` when it cannot store or
-   * forward at all (stopped, local database failing or full, API key refused), `degraded` when it works with a
+   * forward at all (stopped, local database failing or full, API key refused, no trusted TLS connection: a
+   * certificate refused or a pin mismatch), `degraded` when it works with a
    * problem (cloud unreachable with readings queued, online but nothing acknowledged for a while, queue or
    * database nearly full, a damaged database set aside at start).
    */
@@ -569,6 +581,7 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
     if (!status.running) fail(`the gateway is ${this.#lifecycle}`);
     if (this.#storageFailure) fail(`the local database refused a write: ${this.#storageFailure.message}`);
     if (status.authRefused) fail('the cloud refuses the API key: nothing is being forwarded');
+    else if (status.tlsFailure) fail(tlsReason(status.tlsFailure));
     else if (this.#sync && status.running && pending > 0) {
       const stallMs = (this.#options.stallTimeout ?? Math.max(3 * this.#options.syncInterval, 60)) * 1000;
       // Monotonic: a wall clock stepped forwards (NTP, a dead RTC battery fixed) is not a stall.
@@ -623,8 +636,9 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
 
   /**
    * Changes options at run time, validated as in the constructor. `localDb`, `storage`, `durability` and `maxDatabaseSize`
-   * cannot change after `start()`. A new `cloudUrl`, `apiKey`, `connectionTimeout` or `transport` takes effect at the
-   * next request, and clears an API-key refusal.
+   * cannot change after `start()`. A new `cloudUrl`, `apiKey`, `connectionTimeout`, `transport` or TLS option (`ca`,
+   * `cert`, `key`, `pinnedCertificates`, `allowInsecure`) takes effect at the next request, on a new connection, and
+   * clears an API-key or TLS refusal.
    */
   configure(options: Partial<EdgeGatewayOptions>): void {
     const merged = { ...this.#input, ...options };
@@ -646,7 +660,8 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
       next.transport !== previous.transport ||
       next.cloudUrl !== previous.cloudUrl ||
       next.apiKey !== previous.apiKey ||
-      next.connectionTimeout !== previous.connectionTimeout;
+      next.connectionTimeout !== previous.connectionTimeout ||
+      !sameTls(next, previous);
     if (!this.#sync) {
       this.#startSync();
       return;
@@ -809,6 +824,27 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
 }
 
 const round1 = (n: number) => Math.round(n * 10) / 10;
+
+function tlsReason(failure: NonNullable<GatewayStatus['tlsFailure']>): string {
+  return failure.code === 'PIN_MISMATCH'
+    ? `the cloud's certificate matches none of the pinned keys (pinnedCertificates): nothing is being forwarded (${failure.message})`
+    : `no trusted TLS connection to the cloud: nothing is being forwarded (${failure.message})`;
+}
+
+/** Whether two sets of options secure the link to the cloud alike (configure() makes a new transport when not). */
+function sameTls(a: ResolvedOptions, b: ResolvedOptions): boolean {
+  const list = <T>(value: T | readonly T[] | undefined): readonly T[] =>
+    value === undefined ? [] : Array.isArray(value) ? value : [value as T];
+  const sameList = <T>(x: T | readonly T[] | undefined, y: T | readonly T[] | undefined) =>
+    list(x).length === list(y).length && list(x).every((item, i) => item === list(y)[i]);
+  return (
+    a.allowInsecure === b.allowInsecure &&
+    a.cert === b.cert &&
+    a.key === b.key &&
+    sameList(a.ca, b.ca) &&
+    sameList(a.pinnedCertificates, b.pinnedCertificates)
+  );
+}
 
 /** Whether two sets of options make the same processing (configure() rebuilds the chain only when not). */
 function sameProcessing(a: ResolvedOptions, b: ResolvedOptions): boolean {

@@ -7,14 +7,19 @@ import type { Storage } from '../storage/storage.js';
 import type { CompressionSetting } from '../sync/batch-codec.js';
 import type { ConflictResolver } from '../sync/conflict-resolver.js';
 import type { SyncStrategy } from '../sync/sync-manager.js';
+import { type CloudTlsOptions, cloudTlsProblems } from '../transport/cloud-tls.js';
 import type { Transport } from '../transport/transport.js';
 
-/** Options of {@link EdgeGateway}. Durations are in seconds, as in the `.env` file. */
-export interface EdgeGatewayOptions {
+/**
+ * Options of {@link EdgeGateway}. Durations are in seconds, as in the `.env` file. The TLS options (`ca`, `cert`,
+ * `key`, `pinnedCertificates`, `allowInsecure`) are those of {@link CloudTlsOptions}.
+ */
+export interface EdgeGatewayOptions extends CloudTlsOptions {
   /** Identifies this device to the cloud; 1 to 256 characters. */
   deviceId: string;
   /**
-   * Base URL of the cloud API, e.g. `https://cloud.example.com/api/v1`. Without it the gateway stores and
+   * Base URL of the cloud API, e.g. `https://cloud.example.com/api/v1`. `http://` is refused unless the host is
+   * loopback (127.0.0.0/8, ::1, localhost) or `allowInsecure` is true. Without it the gateway stores and
    * processes locally and syncs nothing.
    */
   cloudUrl?: string | undefined;
@@ -147,10 +152,18 @@ const hasMethods =
 
 const seconds = (max: number) => z.number().positive().max(max);
 
+const pem = z.union([z.string().min(1), z.instanceof(Buffer)], 'expected PEM text, as a string or a Buffer');
+
 export const optionsSchema = z.strictObject({
   deviceId: z.string().min(1).max(256),
   cloudUrl: z.url({ protocol: /^https?$/ }).optional(),
   apiKey: z.string().min(1).optional(),
+  allowInsecure: z.boolean().default(false),
+  ca: z.union([pem, z.array(pem).min(1).readonly()]).optional(),
+  cert: pem.optional(),
+  key: pem.optional(),
+  // The form of each pin is checked with the URL (cloudTlsProblems), with a message that names the entry.
+  pinnedCertificates: z.array(z.string()).readonly().optional(),
   localDb: z.string().min(1).default('./data/edge_gateway.db'),
   syncStrategy: z.enum(['adaptive', 'fixed-interval', 'on-change']).default('adaptive'),
   syncInterval: seconds(86_400).default(60),
@@ -202,6 +215,9 @@ export const optionsSchema = z.strictObject({
 /** Options after defaults, as the gateway uses them (see `EdgeGateway.options`). */
 export type ResolvedOptions = z.output<typeof optionsSchema>;
 
+/** Options whose values never appear in an error message. */
+const SECRET_OPTIONS = new Set(['apiKey', 'key']);
+
 const describeValue = (value: unknown): string => {
   if (value === undefined) return 'undefined';
   if (typeof value === 'function') return 'a function';
@@ -242,12 +258,16 @@ function suggest(key: string): string {
 export function resolveOptions(input: unknown): ResolvedOptions {
   const parsed = optionsSchema.safeParse(input);
   if (parsed.success) {
-    if (parsed.data.maxBackoff < parsed.data.initialBackoff) {
-      throw new ConfigError([
-        `Expected the "maxBackoff" option (${parsed.data.maxBackoff}) to be at least "initialBackoff" (${parsed.data.initialBackoff})`,
-      ]);
+    const options = parsed.data;
+    const problems: string[] = [];
+    if (options.maxBackoff < options.initialBackoff) {
+      problems.push(
+        `Expected the "maxBackoff" option (${options.maxBackoff}) to be at least "initialBackoff" (${options.initialBackoff})`,
+      );
     }
-    return parsed.data;
+    problems.push(...cloudTlsProblems('cloudUrl', options.cloudUrl, options));
+    if (problems.length > 0) throw new ConfigError(problems);
+    return options;
   }
   const record = (typeof input === 'object' && input !== null ? input : {}) as Record<string, unknown>;
   const issues = parsed.error.issues.flatMap((issue) => {
@@ -257,7 +277,8 @@ export function resolveOptions(input: unknown): ResolvedOptions {
     const name = issue.path.map(String).join('.') || '(options)';
     const top = issue.path[0];
     const value = typeof top === 'string' ? record[top] : input;
-    return [`Expected the "${name}" option to be valid: ${issue.message} (got ${describeValue(value)})`];
+    const got = typeof top === 'string' && SECRET_OPTIONS.has(top) ? 'a value not shown' : describeValue(value);
+    return [`Expected the "${name}" option to be valid: ${issue.message} (got ${got})`];
   });
   throw new ConfigError(issues, { cause: parsed.error });
 }

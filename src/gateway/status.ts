@@ -25,6 +25,12 @@ export interface GatewayStatus {
   lastError: (SyncErrorEvent & { at: Date }) | null;
   /** The cloud refused the API key on the last attempt. */
   authRefused: boolean;
+  /**
+   * The last attempt found no trusted connection to the cloud: `PIN_MISMATCH` (its certificate chain holds no
+   * pinned key) or `TLS_ERROR` (certificate expired, for another host, from an unknown CA; handshake refused).
+   * Nothing was sent. Cleared when the cloud answers over a trusted connection, or by `configure()`.
+   */
+  tlsFailure: { code: 'TLS_ERROR' | 'PIN_MISMATCH'; message: string } | null;
   /** Server time minus local time at the last answer, in ms; null before one. Record writes are stamped corrected by it. */
   clockSkewMs: number | null;
   /** When the next sync cycle is due, if one is scheduled. */

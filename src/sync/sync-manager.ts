@@ -1,7 +1,7 @@
 import type { Logger } from '../logger.js';
 import { COMPACT_BATCH_CONTENT_TYPE } from '../model/compact-codec.js';
 import type { SealedBatch, Storage } from '../storage/storage.js';
-import type { SendResult, Transport } from '../transport/transport.js';
+import type { RetryableCode, SendResult, Transport } from '../transport/transport.js';
 import { backoffDelay, sleep } from './backoff.js';
 import { type CompressionSetting, encodeBatch, type WireFormat } from './batch-codec.js';
 import type { RecordsSync } from './records-sync.js';
@@ -62,6 +62,11 @@ export interface SyncState {
   failedSyncCount: number;
   consecutiveFailures: number;
   authRefused: boolean;
+  /**
+   * The last attempt could not establish a trusted connection (`TLS_ERROR`, `PIN_MISMATCH`); cleared when the
+   * cloud answers over a trusted one, or by a new transport.
+   */
+  tlsFailure: { code: TlsFailureCode; message: string } | null;
   lastError: (SyncErrorEvent & { at: Date }) | null;
   clockSkewMs: number | null;
   /** When the next cycle is due, as a wall-clock date computed when read (the deadline itself is monotonic). */
@@ -75,10 +80,26 @@ export const ADAPTIVE_MIN_INTERVAL_MS = 1000;
 /** A cycle stops after this many batches and yields; the next cycle starts at once. */
 const MAX_BATCHES_PER_CYCLE = 1000;
 
-type CycleEnd = 'drained' | 'yielded' | 'failed' | 'unauthorized' | 'aborted' | 'interrupted';
+/** The `sync-error` codes of a connection that could not be trusted. */
+export type TlsFailureCode = Extract<SyncErrorCode, 'TLS_ERROR' | 'PIN_MISMATCH'>;
 
-const retryableCode = (code: string): SyncErrorCode =>
-  code === 'timeout' ? 'TIMEOUT' : code === 'throttled' ? 'THROTTLED' : code === 'server' ? 'SERVER_ERROR' : 'NETWORK';
+// `untrusted`: no trusted connection to the cloud (TLS_ERROR, PIN_MISMATCH); waits like `unauthorized`.
+type CycleEnd = 'drained' | 'yielded' | 'failed' | 'unauthorized' | 'untrusted' | 'aborted' | 'interrupted';
+
+const RETRYABLE_CODES: Record<RetryableCode, SyncErrorCode> = {
+  network: 'NETWORK',
+  timeout: 'TIMEOUT',
+  server: 'SERVER_ERROR',
+  throttled: 'THROTTLED',
+  tls: 'TLS_ERROR',
+  'pin-mismatch': 'PIN_MISMATCH',
+};
+
+const retryableCode = (code: string): SyncErrorCode => RETRYABLE_CODES[code as RetryableCode] ?? 'NETWORK';
+
+/** True for the failures that retrying soon cannot fix, because the connection itself is not trusted. */
+const untrusted = (code: string | undefined): code is 'tls' | 'pin-mismatch' =>
+  code === 'tls' || code === 'pin-mismatch';
 
 const whenAborted = (signal: AbortSignal): Promise<void> =>
   new Promise((resolve) => {
@@ -126,6 +147,7 @@ export class SyncManager {
     failedSyncCount: 0,
     consecutiveFailures: 0,
     authRefused: false,
+    tlsFailure: null,
     lastError: null,
     clockSkewMs: null,
     nextSyncAt: null,
@@ -186,6 +208,7 @@ export class SyncManager {
   replaceTransport(transport: Transport): void {
     this.#transport = transport;
     this.#state.authRefused = false;
+    this.#state.tlsFailure = null;
     this.#backingOff = false;
     this.#schedule(0, true);
   }
@@ -307,11 +330,11 @@ export class SyncManager {
         this.#backingOff = true;
         this.#adaptiveMs = Math.min(maxBackoffMs, this.#adaptiveMs * 2);
         const failures = this.#state.consecutiveFailures;
-        // Out of attempts, or refused credentials: the longest interval, jittered so that a fleet spreads out.
-        // After a forced cycle's single failure: the backoff its failure count calls for.
+        // Out of attempts, refused credentials or an untrusted connection: the longest interval, jittered so that a
+        // fleet spreads out. After a forced cycle's single failure: the backoff its failure count calls for.
         const delay =
           this.#plannedDelayMs ??
-          (end === 'unauthorized' || failures >= this.#settings.maxRetryAttempts
+          (end === 'unauthorized' || end === 'untrusted' || failures >= this.#settings.maxRetryAttempts
             ? Math.round(maxBackoffMs * (0.5 + Math.random() * 0.5))
             : backoffDelay(failures, this.#backoffBounds()));
         this.#plannedDelayMs = undefined;
@@ -322,6 +345,8 @@ export class SyncManager {
   }
 
   #setOnline(online: boolean, reason: string): void {
+    // An answer came over a connection that passed every TLS check.
+    if (online) this.#state.tlsFailure = null;
     if (this.#reachabilityKnown && this.#state.isOnline === online) return;
     this.#reachabilityKnown = true;
     this.#state.isOnline = online;
@@ -339,8 +364,22 @@ export class SyncManager {
   #fail(event: SyncErrorEvent): void {
     this.#state.failedSyncCount++;
     this.#state.lastError = { ...event, at: new Date() };
-    this.#logger.warn({ ...event }, 'sync failed');
+    // A pin mismatch may be an interception attempt: worth more than a warning.
+    if (event.code === 'PIN_MISMATCH') this.#logger.error({ ...event }, 'sync refused: certificate pin mismatch');
+    else this.#logger.warn({ ...event }, 'sync failed');
     this.#listener.syncError(event);
+  }
+
+  // No trusted connection: nothing was sent, and retrying soon would meet the same certificate. Waits the longest
+  // interval (jittered, announced in the event), as for refused credentials; the health check says why.
+  #untrusted(code: 'tls' | 'pin-mismatch', message: string, batchNo?: number): void {
+    const syncCode = retryableCode(code) as TlsFailureCode;
+    this.#setOnline(false, message);
+    this.#state.tlsFailure = { code: syncCode, message };
+    this.#state.consecutiveFailures++;
+    const delay = Math.round(this.#settings.maxBackoffMs * (0.5 + Math.random() * 0.5));
+    this.#plannedDelayMs = delay;
+    this.#fail({ code: syncCode, message, retryInMs: delay, ...(batchNo === undefined ? {} : { batchNo }) });
   }
 
   #nextBatch(): SealedBatch | undefined {
@@ -429,6 +468,10 @@ export class SyncManager {
               this.#logger.debug({ message: failure.message }, 'records sync failed; sending readings');
               break;
             }
+            if (untrusted(failure.code)) {
+              this.#untrusted(failure.code, failure.message);
+              return finish('untrusted');
+            }
             if (failure.code !== 'throttled') this.#setOnline(false, failure.message);
             this.#state.consecutiveFailures++;
             const delay = backoffDelay(this.#state.consecutiveFailures, this.#backoffBounds(), failure.retryAfterMs);
@@ -450,7 +493,11 @@ export class SyncManager {
       if (signal.aborted) return finish('aborted');
       const batch = this.#nextBatch();
       if (!batch) {
-        if (result.sent === 0 && !answered) await this.#probe(signal);
+        const probed = result.sent === 0 && !answered ? await this.#probe(signal) : undefined;
+        if (probed && !signal.aborted) {
+          this.#untrusted(probed.code, probed.message);
+          return finish('untrusted');
+        }
         return finish(signal.aborted ? 'aborted' : 'drained');
       }
       result.sent += batch.count;
@@ -566,6 +613,12 @@ export class SyncManager {
         case 'retryable': {
           result.failed += batch.count;
           this.#storage.recordAttempt(batch.batchNo);
+          if (untrusted(outcome.code)) {
+            this.#untrusted(outcome.code, outcome.message, batch.batchNo);
+            return finish('untrusted');
+          }
+          // An answer, even a 5xx or a 429, came over a trusted connection.
+          if (outcome.httpStatus !== undefined) this.#state.tlsFailure = null;
           this.#state.consecutiveFailures++;
           attempts++;
           if (outcome.code !== 'throttled') this.#setOnline(false, outcome.message);
@@ -616,16 +669,19 @@ export class SyncManager {
     return moved;
   }
 
-  async #probe(signal: AbortSignal): Promise<void> {
+  // Returns the failure when the probe met a connection it could not trust (the caller reports it).
+  async #probe(signal: AbortSignal): Promise<{ code: 'tls' | 'pin-mismatch'; message: string } | undefined> {
     const sentAt = performance.now();
     try {
       const ping = await this.#transport.ping(signal);
       if (ping.reachable) {
         this.#noteServerTime(ping.serverTime, performance.now() - sentAt);
         this.#setOnline(true, 'cloud answered');
-      } else this.#setOnline(false, ping.message);
+      } else if (untrusted(ping.code)) return { code: ping.code, message: ping.message };
+      else this.#setOnline(false, ping.message);
     } catch (error) {
       if (!signal.aborted) this.#setOnline(false, (error as Error).message);
     }
+    return undefined;
   }
 }

@@ -45,7 +45,14 @@ export type SyncErrorCode =
   /** A custom conflict resolver threw or timed out; the edit stays pending and is resolved again later. */
   | 'CONFLICT_UNRESOLVED'
   /** The cloud refused a records request as such (a 4xx other than auth or throttling). */
-  | 'RECORDS_REFUSED';
+  | 'RECORDS_REFUSED'
+  /**
+   * The cloud's TLS certificate was not trusted (expired, for another host, from an unknown CA) or the handshake
+   * was refused (e.g. a client certificate it does not take). Nothing was sent; retried at the longest interval.
+   */
+  | 'TLS_ERROR'
+  /** The cloud's certificate chain holds none of the `pinnedCertificates`. Nothing was sent; retried at the longest interval. */
+  | 'PIN_MISMATCH';
 
 /** Payload of the `sync-error` event. */
 export interface SyncErrorEvent {
