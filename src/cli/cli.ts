@@ -1,8 +1,9 @@
 import { parseArgs } from 'node:util';
 import { CloudServer } from '../cloud/cloud-server.js';
-import { isEdgeGatewayError } from '../errors.js';
+import { isConfigError, isEdgeGatewayError } from '../errors.js';
 import { EdgeGateway } from '../gateway/edge-gateway.js';
 import { SqliteStorage } from '../storage/sqlite-storage.js';
+import { type CloudAccess, cloudAccessFrom } from './cloud-config.js';
 import { gatewayOptionsFrom, ignoredVariables, loadEnv, parseEnvConfig } from './env-config.js';
 import { createLogger } from './logger.js';
 
@@ -11,8 +12,9 @@ export const USAGE = `edge-gateway: offline-first edge gateway
 Usage:
   edge-gateway [start] [--env FILE]     run the gateway as a daemon, configured by .env and the environment
   edge-gateway --init-db [--env FILE]   create (or migrate) the local database at LOCAL_DB_PATH, then exit
-  edge-gateway cloud [--port N] [--host H] [--db FILE] [--api-key KEY ...]
-                                        run the reference cloud server
+  edge-gateway cloud [--port N] [--host H] [--db FILE] [--api-key KEY ...] [--keys-file FILE]
+                     [--rate-limit RPS] [--rate-burst N]
+                                        run the reference cloud server (keys: docs/security.md)
   edge-gateway demo                     store-and-forward through an outage, end to end, in ~20 s
   edge-gateway --help | --version
 
@@ -95,6 +97,9 @@ function parse(argv: readonly string[]) {
       host: { type: 'string' },
       db: { type: 'string' },
       'api-key': { type: 'string', multiple: true },
+      'keys-file': { type: 'string' },
+      'rate-limit': { type: 'string' },
+      'rate-burst': { type: 'string' },
     },
   });
 }
@@ -155,16 +160,21 @@ async function cloud(values: ReturnType<typeof parse>['values'], io: CliIo): Pro
     io.err(`Expected --port to be an integer from 0 to 65535, got ${JSON.stringify(values.port)}`);
     return 2;
   }
-  const apiKeys = values['api-key'] ?? (process.env.CLOUD_API_KEY ? [process.env.CLOUD_API_KEY] : []);
-  if (apiKeys.length === 0) {
-    io.err('Give at least one --api-key (or CLOUD_API_KEY): the cloud server does not run open');
+  let access: CloudAccess;
+  try {
+    access = cloudAccessFrom(values, process.env);
+  } catch (error) {
+    if (!isConfigError(error)) throw error;
+    io.err(error.issues.join('\n'));
     return 2;
   }
   const server = await CloudServer.listen({
     port,
     host: values.host ?? '127.0.0.1',
     dbPath: values.db ?? './data/cloud.db',
-    apiKeys,
+    apiKeys: access.apiKeys,
+    ...(access.rateLimit ? { rateLimit: access.rateLimit } : {}),
+    logger: createLogger(access.logLevel),
   });
   io.out(`edge-gateway cloud listening at ${server.url}`);
   await io.untilSignal();
