@@ -683,6 +683,23 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
     }
   }
 
+  /**
+   * Replaces the API key at run time, without a restart: `configure({ apiKey })`. The next request carries the
+   * new key; a request in flight with the old one is cut and sent again, byte-identical, so the cloud stores its
+   * readings once. Clears an API-key refusal. To rotate without a gap, have the cloud accept both keys, call this
+   * on every gateway, then revoke the old key (docs/security.md).
+   *
+   * @example
+   * ```ts
+   * server.setApiKeys([oldKey, newKey]); // cloud side: both valid for a while
+   * gateway.setApiKey(newKey);
+   * server.setApiKeys([newKey]);         // revoke the old one
+   * ```
+   */
+  setApiKey(apiKey: string): void {
+    this.configure({ apiKey });
+  }
+
   /** Turns gzip compression of batches on, at `level` 1 (fastest) to 9 (smallest). Batches already sealed keep their bytes. */
   enableCompression(options: { level?: number } = {}): void {
     this.configure({ compression: { level: options.level ?? 6 } });

@@ -156,8 +156,15 @@ const pem = z.union([z.string().min(1), z.instanceof(Buffer)], 'expected PEM tex
 
 export const optionsSchema = z.strictObject({
   deviceId: z.string().min(1).max(256),
-  cloudUrl: z.url({ protocol: /^https?$/ }).optional(),
-  apiKey: z.string().min(1).optional(),
+  cloudUrl: z
+    .url({ protocol: /^https?$/ })
+    .refine((url) => !/^[a-z]+:\/\/[^/?#]*@/i.test(url), 'no credentials in the URL; give the key as "apiKey"')
+    .optional(),
+  apiKey: z
+    .string()
+    .min(1)
+    .regex(/^[\x21-\x7e]+$/, 'visible ASCII characters without spaces, as a Bearer token is sent')
+    .optional(),
   allowInsecure: z.boolean().default(false),
   ca: z.union([pem, z.array(pem).min(1).readonly()]).optional(),
   cert: pem.optional(),
@@ -215,8 +222,27 @@ export const optionsSchema = z.strictObject({
 /** Options after defaults, as the gateway uses them (see `EdgeGateway.options`). */
 export type ResolvedOptions = z.output<typeof optionsSchema>;
 
-/** Options whose values never appear in an error message. */
-const SECRET_OPTIONS = new Set(['apiKey', 'key']);
+/** Options whose values are secrets: an error names them, never shows them. */
+const SECRET_OPTION = /key$|secret|token|passphrase|password/i;
+
+/**
+ * `value` for a message: credentials in URLs masked, and fields named like secrets hidden, in plain objects and
+ * arrays down to a few levels (deeper, and in class instances, nothing is shown).
+ */
+function redact(value: unknown, depth = 0): unknown {
+  if (typeof value === 'string') return value.replace(/^([a-z][a-z0-9+.-]*:\/\/)[^/?#]*@/i, '$1***@');
+  if (typeof value !== 'object' || value === null) return value;
+  if (depth >= 4) return '…';
+  if (Array.isArray(value)) return value.map((item) => redact(item, depth + 1));
+  const prototype = Object.getPrototypeOf(value);
+  if (prototype !== Object.prototype && prototype !== null) return `a ${value.constructor?.name ?? 'object'}`;
+  return Object.fromEntries(
+    Object.entries(value).map(([k, v]) => [
+      k,
+      SECRET_OPTION.test(k) && v !== undefined ? '[hidden]' : redact(v, depth + 1),
+    ]),
+  );
+}
 
 const describeValue = (value: unknown): string => {
   if (value === undefined) return 'undefined';
@@ -277,8 +303,11 @@ export function resolveOptions(input: unknown): ResolvedOptions {
     const name = issue.path.map(String).join('.') || '(options)';
     const top = issue.path[0];
     const value = typeof top === 'string' ? record[top] : input;
-    const got = typeof top === 'string' && SECRET_OPTIONS.has(top) ? 'a value not shown' : describeValue(value);
-    return [`Expected the "${name}" option to be valid: ${issue.message} (got ${got})`];
+    const shown =
+      typeof top === 'string' && SECRET_OPTION.test(top)
+        ? 'a value not shown, as it is secret'
+        : describeValue(redact(value));
+    return [`Expected the "${name}" option to be valid: ${issue.message} (got ${shown})`];
   });
   throw new ConfigError(issues, { cause: parsed.error });
 }
