@@ -11,7 +11,8 @@ export type EdgeGatewayErrorCode =
   | 'STOPPED'
   | 'QUEUE_FULL'
   | 'STORAGE_FAILED'
-  | 'PROCESSOR_FAILED';
+  | 'PROCESSOR_FAILED'
+  | 'CLOUD_STORE_FAILED';
 
 /** Base class of every error thrown by edge-gateway. */
 export class EdgeGatewayError extends Error {
@@ -126,6 +127,17 @@ export class ProcessorError extends EdgeGatewayError {
   }
 }
 
+/**
+ * The reference cloud server's store could not be reached or failed a command: Redis refused the connection at
+ * start, went away, or answered an error. The server answers the request at hand with 500; nothing of it was stored.
+ */
+export class CloudStoreError extends EdgeGatewayError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('CLOUD_STORE_FAILED', message, options);
+    this.name = 'CloudStoreError';
+  }
+}
+
 const ERROR_NAMES = new Set([
   'EdgeGatewayError',
   'ConfigError',
@@ -135,6 +147,7 @@ const ERROR_NAMES = new Set([
   'QueueFullError',
   'StorageError',
   'ProcessorError',
+  'CloudStoreError',
 ]);
 
 const hasCode = (error: unknown): error is EdgeGatewayError =>
@@ -156,3 +169,4 @@ export const isGatewayStoppedError = guard<GatewayStoppedError>('GatewayStoppedE
 export const isQueueFullError = guard<QueueFullError>('QueueFullError');
 export const isStorageError = guard<StorageError>('StorageError');
 export const isProcessorError = guard<ProcessorError>('ProcessorError');
+export const isCloudStoreError = guard<CloudStoreError>('CloudStoreError');

@@ -11,8 +11,9 @@ export const USAGE = `edge-gateway: offline-first edge gateway
 Usage:
   edge-gateway [start] [--env FILE]     run the gateway as a daemon, configured by .env and the environment
   edge-gateway --init-db [--env FILE]   create (or migrate) the local database at LOCAL_DB_PATH, then exit
-  edge-gateway cloud [--port N] [--host H] [--db FILE] [--api-key KEY ...]
-                                        run the reference cloud server
+  edge-gateway cloud [--port N] [--host H] [--db FILE | --redis URL] [--api-key KEY ...]
+                                        run the reference cloud server (on SQLite, or on a
+                                        Redis shared with other server nodes)
   edge-gateway demo                     store-and-forward through an outage, end to end, in ~20 s
   edge-gateway --help | --version
 
@@ -94,6 +95,7 @@ function parse(argv: readonly string[]) {
       port: { type: 'string' },
       host: { type: 'string' },
       db: { type: 'string' },
+      redis: { type: 'string' },
       'api-key': { type: 'string', multiple: true },
     },
   });
@@ -160,13 +162,18 @@ async function cloud(values: ReturnType<typeof parse>['values'], io: CliIo): Pro
     io.err('Give at least one --api-key (or CLOUD_API_KEY): the cloud server does not run open');
     return 2;
   }
+  if (values.redis !== undefined && values.db !== undefined) {
+    io.err('Give either --db or --redis: one store per server');
+    return 2;
+  }
   const server = await CloudServer.listen({
     port,
     host: values.host ?? '127.0.0.1',
-    dbPath: values.db ?? './data/cloud.db',
+    ...(values.redis === undefined ? { dbPath: values.db ?? './data/cloud.db' } : { redisUrl: values.redis }),
     apiKeys,
   });
-  io.out(`edge-gateway cloud listening at ${server.url}`);
+  const where = values.redis === undefined ? (values.db ?? './data/cloud.db') : 'Redis';
+  io.out(`edge-gateway cloud listening at ${server.url} (store: ${where})`);
   await io.untilSignal();
   await server.close();
   return 0;

@@ -12,6 +12,8 @@ const bool = z
   .transform((v) => ['true', '1', 'yes', 'on'].includes(v));
 const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
 const positive = (max: number) => z.coerce.number().positive().max(max);
+const cloudUrlSchema = z.url({ protocol: /^https?$/ });
+const cloudUrls = (value: string) => value.split(',').map((url) => url.trim());
 const optional = <T extends z.ZodType>(schema: T) => z.preprocess((v) => (v === '' ? undefined : v), schema.optional());
 
 /**
@@ -25,7 +27,12 @@ export const envSchema = z.object({
   LOCAL_DB_PATH: z.string().min(1).default('./data/edge_gateway.db'),
   SYNC_INTERVAL_SECONDS: optional(positive(86_400)),
   MAX_OFFLINE_QUEUE_SIZE: optional(int(1, Number.MAX_SAFE_INTEGER)),
-  CLOUD_API_URL: optional(z.url({ protocol: /^https?$/ })),
+  /** One URL, or several separated by commas: server nodes over one store, failed over in turn. */
+  CLOUD_API_URL: optional(
+    z.string().refine((v) => cloudUrls(v).every((url) => cloudUrlSchema.safeParse(url).success), {
+      message: 'an http(s) URL, or several separated by commas',
+    }),
+  ),
   CLOUD_API_KEY: optional(z.string().min(1)),
   CONNECTION_TIMEOUT_SECONDS: optional(positive(3600)),
   MAX_RETRY_ATTEMPTS: optional(int(1, 1000)),
@@ -94,7 +101,10 @@ export function ignoredVariables(config: EnvConfig): string[] {
 /** Gateway options from the environment. */
 export function gatewayOptionsFrom(config: EnvConfig): EdgeGatewayOptions {
   const options: EdgeGatewayOptions = { deviceId: config.DEVICE_ID, localDb: config.LOCAL_DB_PATH };
-  if (config.CLOUD_API_URL) options.cloudUrl = config.CLOUD_API_URL;
+  if (config.CLOUD_API_URL) {
+    const urls = cloudUrls(config.CLOUD_API_URL);
+    options.cloudUrl = urls.length === 1 ? urls[0] : urls;
+  }
   if (config.CLOUD_API_KEY) options.apiKey = config.CLOUD_API_KEY;
   if (config.SYNC_INTERVAL_SECONDS) options.syncInterval = config.SYNC_INTERVAL_SECONDS;
   if (config.MAX_OFFLINE_QUEUE_SIZE) options.maxOfflineQueueSize = config.MAX_OFFLINE_QUEUE_SIZE;

@@ -24,6 +24,7 @@ import type { CloudStore, MutationContext, PushDecision } from './cloud-store.js
 import { HttpError } from './http-error.js';
 import { BodyError, readBody } from './read-body.js';
 import { parseEdit, parsePush, parseRecordPath, pullQuerySchema, stampMutation } from './records-requests.js';
+import { RedisCloudStore } from './redis-cloud-store.js';
 import { SqliteCloudStore } from './sqlite-cloud-store.js';
 
 /** Options of {@link CloudServer.listen}. */
@@ -34,6 +35,12 @@ export interface CloudServerOptions {
   host?: string;
   /** SQLite file of the default store, or `:memory:`. @default ':memory:' */
   dbPath?: string;
+  /**
+   * Keeps everything in this Redis (`redis://host:6379/0`) instead of SQLite, so that several server nodes can share
+   * one store (docs/scaling.md). For a key prefix or a connect timeout, pass `store: await RedisCloudStore.connect(...)`.
+   * Give at most one of `dbPath`, `redisUrl` and `store`.
+   */
+  redisUrl?: string;
   /** Replaces the SQLite store. */
   store?: CloudStore;
   /** Keys accepted as `Authorization: Bearer <key>`. An empty list lets every request in (loopback tests only). */
@@ -86,6 +93,18 @@ const telemetryQuerySchema = z.object({
   cursor: z.string().regex(/^\d+$/).optional(),
 });
 
+/** The store the options choose: SQLite by default, Redis with `redisUrl`. */
+async function openStore(options: CloudServerOptions): Promise<CloudStore> {
+  const { redisUrl } = options;
+  if (redisUrl === undefined) return new SqliteCloudStore(options.dbPath ?? ':memory:');
+  if (!/^rediss?:\/\//.test(redisUrl)) {
+    throw new ConfigError([
+      `Expected the "redisUrl" option to be a redis:// or rediss:// URL (got ${JSON.stringify(redisUrl)})`,
+    ]);
+  }
+  return RedisCloudStore.connect({ url: redisUrl });
+}
+
 function decodeJson(body: Buffer): { deviceId: string; replicaId: string; batchNo: number; points: unknown[] } {
   let json: unknown;
   try {
@@ -112,7 +131,7 @@ function decodeJson(body: Buffer): { deviceId: string; replicaId: string; batchN
 export class CloudServer {
   readonly #server: Server;
   readonly #store: CloudStore;
-  readonly #options: Required<Omit<CloudServerOptions, 'store' | 'validatePoint'>> &
+  readonly #options: Required<Omit<CloudServerOptions, 'store' | 'validatePoint' | 'redisUrl'>> &
     Pick<CloudServerOptions, 'validatePoint'>;
   readonly #keys: Buffer[];
   /** Stamps cloud-side edits and restamps pushed ones; follows every stamp it accepts. */
@@ -155,19 +174,29 @@ export class CloudServer {
         `Expected the "maxClockSkewMs" option to be a non-negative number of milliseconds (got ${String(skew)})`,
       ]);
     }
-    const store = options.store ?? new SqliteCloudStore(options.dbPath ?? ':memory:');
+    const stores = (['dbPath', 'redisUrl', 'store'] as const).filter((name) => options[name] !== undefined);
+    if (stores.length > 1) {
+      throw new ConfigError([`Give one of the "dbPath", "redisUrl" and "store" options (got ${stores.join(', ')})`]);
+    }
+    const store = options.store ?? (await openStore(options));
     // The clock starts from the greatest stamp stored, so that its stamps never go backwards across restarts.
-    const server = new CloudServer(options, store, await store.latestHlc());
-    await new Promise<void>((resolve, reject) => {
-      server.#server.once('error', reject);
-      server.#server.listen(server.#options.port, server.#options.host, () => {
-        server.#server.off('error', reject);
-        // Kept, so that `port` and `url` still answer after close(), e.g. to listen again on the same port.
-        server.#port = (server.#server.address() as AddressInfo).port;
-        resolve();
+    try {
+      const server = new CloudServer(options, store, await store.latestHlc());
+      await new Promise<void>((resolve, reject) => {
+        server.#server.once('error', reject);
+        server.#server.listen(server.#options.port, server.#options.host, () => {
+          server.#server.off('error', reject);
+          // Kept, so that `port` and `url` still answer after close(), e.g. to listen again on the same port.
+          server.#port = (server.#server.address() as AddressInfo).port;
+          resolve();
+        });
       });
-    });
-    return server;
+      return server;
+    } catch (error) {
+      // A store opened here is closed here (a Redis connection would keep the process alive).
+      if (!options.store) await store.close();
+      throw error;
+    }
   }
 
   /** The port it listens on (or listened on, once closed). */
@@ -274,6 +303,9 @@ export class CloudServer {
     } else if (segments.length === 2 && second !== undefined && request.method === 'PUT') {
       const { collection, key } = parseRecordPath(first, second);
       const edit = parseEdit(await this.#readJson(request));
+      // Other nodes may share the store: follow the greatest stamp stored by any, so that this edit orders after it.
+      const latest = await this.#store.latestHlc();
+      if (latest !== undefined && latest > this.#clock.last) this.#clock.receive(latest);
       const record = await this.#store.editRecord(collection, key, edit, this.#clock.tick());
       this.#send(response, 200, asResolverSees(record));
     } else {

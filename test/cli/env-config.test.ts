@@ -69,6 +69,13 @@ describe('CLI configuration', () => {
     expect(message).toContain('CLOUD_API_URL');
   });
 
+  it('takes several cloud URLs separated by commas, for server nodes over one store', () => {
+    const config = parseEnvConfig({ DEVICE_ID: 'd', CLOUD_API_URL: 'http://a:8080/api/v1, http://b:8080/api/v1' });
+
+    expect(gatewayOptionsFrom(config).cloudUrl).toEqual(['http://a:8080/api/v1', 'http://b:8080/api/v1']);
+    expect(() => parseEnvConfig({ DEVICE_ID: 'd', CLOUD_API_URL: 'http://a:8080/api/v1,' })).toThrow(/CLOUD_API_URL/);
+  });
+
   it('refuses a missing DEVICE_ID', () => {
     expect(() => parseEnvConfig({})).toThrow(/DEVICE_ID/);
   });
