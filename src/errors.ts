@@ -12,7 +12,8 @@ export type EdgeGatewayErrorCode =
   | 'QUEUE_FULL'
   | 'STORAGE_FAILED'
   | 'PROCESSOR_FAILED'
-  | 'PIN_MISMATCH';
+  | 'PIN_MISMATCH'
+  | 'CLOUD_STORE_FAILED';
 
 /** Base class of every error thrown by edge-gateway. */
 export class EdgeGatewayError extends Error {
@@ -151,6 +152,17 @@ export class CertificatePinError extends EdgeGatewayError {
   }
 }
 
+/**
+ * The reference cloud server's store could not be reached or failed a command: Redis refused the connection at
+ * start, went away, or answered an error. The server answers the request at hand with 500; nothing of it was stored.
+ */
+export class CloudStoreError extends EdgeGatewayError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('CLOUD_STORE_FAILED', message, options);
+    this.name = 'CloudStoreError';
+  }
+}
+
 const ERROR_NAMES = new Set([
   'EdgeGatewayError',
   'ConfigError',
@@ -161,6 +173,7 @@ const ERROR_NAMES = new Set([
   'StorageError',
   'ProcessorError',
   'CertificatePinError',
+  'CloudStoreError',
 ]);
 
 const hasCode = (error: unknown): error is EdgeGatewayError =>
@@ -183,3 +196,4 @@ export const isQueueFullError = guard<QueueFullError>('QueueFullError');
 export const isStorageError = guard<StorageError>('StorageError');
 export const isProcessorError = guard<ProcessorError>('ProcessorError');
 export const isCertificatePinError = guard<CertificatePinError>('CertificatePinError');
+export const isCloudStoreError = guard<CloudStoreError>('CloudStoreError');

@@ -20,9 +20,10 @@ Usage:
                          [--concurrency N] [--json]
                                         drive a running gateway (--url) or an in-process one, then summarize
   edge-gateway --init-db [--env FILE]   create (or migrate) the local database at LOCAL_DB_PATH, then exit
-  edge-gateway cloud [--port N] [--host H] [--db FILE] [--api-key KEY ...] [--keys-file FILE]
+  edge-gateway cloud [--port N] [--host H] [--db FILE | --redis URL] [--api-key KEY ...] [--keys-file FILE]
                      [--rate-limit RPS] [--rate-burst N]
-                                        run the reference cloud server (keys: docs/security.md)
+                                        run the reference cloud server, on SQLite or on a Redis shared
+                                        with other server nodes (keys: docs/security.md)
   edge-gateway demo                     store-and-forward through an outage, end to end, in ~20 s
   edge-gateway --help | --version
 
@@ -110,6 +111,7 @@ function parse(argv: readonly string[]) {
       port: { type: 'string' },
       host: { type: 'string' },
       db: { type: 'string' },
+      redis: { type: 'string' },
       'api-key': { type: 'string', multiple: true },
       url: { type: 'string' },
       json: { type: 'boolean' },
@@ -273,15 +275,20 @@ async function cloud(values: ReturnType<typeof parse>['values'], io: CliIo): Pro
     io.err(error.issues.join('\n'));
     return 2;
   }
+  if (values.redis !== undefined && values.db !== undefined) {
+    io.err('Give either --db or --redis: one store per server');
+    return 2;
+  }
   const server = await CloudServer.listen({
     port,
     host: values.host ?? '127.0.0.1',
-    dbPath: values.db ?? './data/cloud.db',
+    ...(values.redis === undefined ? { dbPath: values.db ?? './data/cloud.db' } : { redisUrl: values.redis }),
     apiKeys: access.apiKeys,
     ...(access.rateLimit ? { rateLimit: access.rateLimit } : {}),
     logger: createLogger(access.logLevel),
   });
-  io.out(`edge-gateway cloud listening at ${server.url}`);
+  const where = values.redis === undefined ? (values.db ?? './data/cloud.db') : 'Redis';
+  io.out(`edge-gateway cloud listening at ${server.url} (store: ${where})`);
   await io.untilSignal();
   await server.close();
   return 0;

@@ -14,6 +14,8 @@ const bool = z
   .transform((v) => ['true', '1', 'yes', 'on'].includes(v));
 const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
 const positive = (max: number) => z.coerce.number().positive().max(max);
+const cloudUrlSchema = z.url({ protocol: /^https?$/ });
+const cloudUrls = (value: string) => value.split(',').map((url) => url.trim());
 const optional = <T extends z.ZodType>(schema: T) => z.preprocess((v) => (v === '' ? undefined : v), schema.optional());
 
 /**
@@ -27,7 +29,12 @@ export const envSchema = z.object({
   LOCAL_DB_PATH: z.string().min(1).default('./data/edge_gateway.db'),
   SYNC_INTERVAL_SECONDS: optional(positive(86_400)),
   MAX_OFFLINE_QUEUE_SIZE: optional(int(1, Number.MAX_SAFE_INTEGER)),
-  CLOUD_API_URL: optional(z.url({ protocol: /^https?$/ })),
+  /** One URL, or several separated by commas: server nodes over one store, failed over in turn. */
+  CLOUD_API_URL: optional(
+    z.string().refine((v) => cloudUrls(v).every((url) => cloudUrlSchema.safeParse(url).success), {
+      message: 'an http(s) URL, or several separated by commas',
+    }),
+  ),
   CLOUD_API_KEY: optional(z.string().min(1)),
   /** A PEM file of the CAs the cloud's certificate must chain to (in place of Node's bundled roots). */
   CLOUD_CA_FILE: optional(z.string().min(1)),
@@ -110,8 +117,9 @@ export function parseEnvConfig(env: Record<string, string>): EnvConfig {
   const parsed = envSchema.safeParse(env);
   if (parsed.success) {
     // Said here in the variables' names; the gateway would say it again in its options' names.
-    const url = parsed.data.CLOUD_API_URL;
-    if (url?.startsWith('http:') && !parsed.data.CLOUD_ALLOW_INSECURE && !isLoopbackHost(new URL(url).hostname)) {
+    const urls = parsed.data.CLOUD_API_URL === undefined ? [] : cloudUrls(parsed.data.CLOUD_API_URL);
+    const url = urls.find((one) => one.startsWith('http:') && !isLoopbackHost(new URL(one).hostname));
+    if (url && !parsed.data.CLOUD_ALLOW_INSECURE) {
       throw new ConfigError([
         `Expected CLOUD_API_URL to be an https:// URL (got ${JSON.stringify(url)}): http:// is allowed only to a loopback host, or with CLOUD_ALLOW_INSECURE=true, because readings, records and the API key would cross the network in clear text`,
       ]);
@@ -144,7 +152,10 @@ function readPem(variable: string, path: string): string {
 /** Gateway options from the environment; reads the certificate files the TLS variables name. */
 export function gatewayOptionsFrom(config: EnvConfig): EdgeGatewayOptions {
   const options: EdgeGatewayOptions = { deviceId: config.DEVICE_ID, localDb: config.LOCAL_DB_PATH };
-  if (config.CLOUD_API_URL) options.cloudUrl = config.CLOUD_API_URL;
+  if (config.CLOUD_API_URL) {
+    const urls = cloudUrls(config.CLOUD_API_URL);
+    options.cloudUrl = urls.length === 1 ? urls[0] : urls;
+  }
   if (config.CLOUD_API_KEY) options.apiKey = config.CLOUD_API_KEY;
   if (config.CLOUD_ALLOW_INSECURE) options.allowInsecure = true;
   if (config.CLOUD_CA_FILE) options.ca = readPem('CLOUD_CA_FILE', config.CLOUD_CA_FILE);

@@ -25,6 +25,7 @@ import { jsonValueTooDeep } from './json-depth.js';
 import { RateLimiter } from './rate-limiter.js';
 import { BodyError, discardBody, readBody } from './read-body.js';
 import { parseEdit, parsePush, parseRecordPath, pullQuerySchema, stampMutation } from './records-requests.js';
+import { RedisCloudStore } from './redis-cloud-store.js';
 import { SqliteCloudStore } from './sqlite-cloud-store.js';
 
 /** Options of {@link CloudServer.listen}. */
@@ -35,6 +36,12 @@ export interface CloudServerOptions {
   host?: string;
   /** SQLite file of the default store, or `:memory:`. @default ':memory:' */
   dbPath?: string;
+  /**
+   * Keeps everything in this Redis (`redis://host:6379/0`) instead of SQLite, so that several server nodes can share
+   * one store (docs/scaling.md). For a key prefix or a connect timeout, pass `store: await RedisCloudStore.connect(...)`.
+   * Give at most one of `dbPath`, `redisUrl` and `store`.
+   */
+  redisUrl?: string;
   /** Replaces the SQLite store. */
   store?: CloudStore;
   /**
@@ -155,6 +162,18 @@ const telemetryQuerySchema = z.object({
 
 const statsQuerySchema = z.object({ deviceId: z.string().min(1).max(256).optional() });
 
+/** The store the options choose: SQLite by default, Redis with `redisUrl`. */
+async function openStore(options: CloudServerOptions): Promise<CloudStore> {
+  const { redisUrl } = options;
+  if (redisUrl === undefined) return new SqliteCloudStore(options.dbPath ?? DEFAULTS.dbPath);
+  if (!/^rediss?:\/\//.test(redisUrl)) {
+    throw new ConfigError([
+      `Expected the "redisUrl" option to be a redis:// or rediss:// URL (got ${JSON.stringify(redisUrl)})`,
+    ]);
+  }
+  return RedisCloudStore.connect({ url: redisUrl });
+}
+
 /** Checks the numeric options; throws {@link ConfigError} naming each bad one. */
 function checkOptions(options: CloudServerOptions): void {
   const problems: string[] = [];
@@ -219,7 +238,9 @@ function checkOptions(options: CloudServerOptions): void {
 export class CloudServer {
   readonly #server: Server;
   readonly #store: CloudStore;
-  readonly #options: Required<Omit<CloudServerOptions, 'store' | 'validatePoint' | 'rateLimit' | 'logger' | 'tls'>> &
+  readonly #options: Required<
+    Omit<CloudServerOptions, 'store' | 'validatePoint' | 'rateLimit' | 'logger' | 'tls' | 'redisUrl'>
+  > &
     Pick<CloudServerOptions, 'validatePoint' | 'rateLimit' | 'tls'>;
   readonly #logger: Logger;
   #keyring: ApiKeyring;
@@ -277,19 +298,29 @@ export class CloudServer {
   static async listen(options: CloudServerOptions): Promise<CloudServer> {
     checkOptions(options);
     const keyring = ApiKeyring.from(options.apiKeys);
-    const store = options.store ?? new SqliteCloudStore(options.dbPath ?? DEFAULTS.dbPath);
-    // The clock starts from the greatest stamp stored, so that its stamps never go backwards across restarts.
-    const server = new CloudServer(options, keyring, store, await store.latestHlc());
-    await new Promise<void>((resolve, reject) => {
-      server.#server.once('error', reject);
-      server.#server.listen(server.#options.port, server.#options.host, () => {
-        server.#server.off('error', reject);
-        // Kept, so that `port` and `url` still answer after close(), e.g. to listen again on the same port.
-        server.#port = (server.#server.address() as AddressInfo).port;
-        resolve();
+    const stores = (['dbPath', 'redisUrl', 'store'] as const).filter((name) => options[name] !== undefined);
+    if (stores.length > 1) {
+      throw new ConfigError([`Give one of the "dbPath", "redisUrl" and "store" options (got ${stores.join(', ')})`]);
+    }
+    const store = options.store ?? (await openStore(options));
+    try {
+      // The clock starts from the greatest stamp stored, so that its stamps never go backwards across restarts.
+      const server = new CloudServer(options, keyring, store, await store.latestHlc());
+      await new Promise<void>((resolve, reject) => {
+        server.#server.once('error', reject);
+        server.#server.listen(server.#options.port, server.#options.host, () => {
+          server.#server.off('error', reject);
+          // Kept, so that `port` and `url` still answer after close(), e.g. to listen again on the same port.
+          server.#port = (server.#server.address() as AddressInfo).port;
+          resolve();
+        });
       });
-    });
-    return server;
+      return server;
+    } catch (error) {
+      // A store opened here is closed here (a Redis connection would keep the process alive).
+      if (!options.store) await store.close();
+      throw error;
+    }
   }
 
   /** The port it listens on (or listened on, once closed). */
@@ -561,6 +592,9 @@ export class CloudServer {
       }
       const { collection, key } = parseRecordPath(first, second);
       const edit = parseEdit(await this.#readJson(request), this.#options.maxJsonDepth);
+      // Other nodes may share the store: follow the greatest stamp stored by any, so that this edit orders after it.
+      const latest = await this.#store.latestHlc();
+      if (latest !== undefined && latest > this.#clock.last) this.#clock.receive(latest);
       const record = await this.#store.editRecord(collection, key, edit, this.#clock.tick());
       this.#send(response, 200, asResolverSees(record));
     } else {

@@ -4,6 +4,7 @@
  * @packageDocumentation
  */
 
+export { CloudStoreError, isCloudStoreError } from '../errors.js';
 export type {
   CloudRecord,
   MutationResult,
@@ -35,4 +36,6 @@ export type {
   TelemetryStats,
 } from './cloud-store.js';
 export { neverExistedRecord } from './cloud-store.js';
+export type { RedisCloudStoreOptions } from './redis-cloud-store.js';
+export { RedisCloudStore } from './redis-cloud-store.js';
 export { SqliteCloudStore } from './sqlite-cloud-store.js';

@@ -658,7 +658,7 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
     if (this.#lifecycle !== 'running') return;
     const transportChanged =
       next.transport !== previous.transport ||
-      next.cloudUrl !== previous.cloudUrl ||
+      String(next.cloudUrl) !== String(previous.cloudUrl) ||
       next.apiKey !== previous.apiKey ||
       next.connectionTimeout !== previous.connectionTimeout ||
       !sameTls(next, previous);

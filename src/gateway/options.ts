@@ -18,11 +18,13 @@ export interface EdgeGatewayOptions extends CloudTlsOptions {
   /** Identifies this device to the cloud; 1 to 256 characters. */
   deviceId: string;
   /**
-   * Base URL of the cloud API, e.g. `https://cloud.example.com/api/v1`. `http://` is refused unless the host is
-   * loopback (127.0.0.0/8, ::1, localhost) or `allowInsecure` is true. Without it the gateway stores and
-   * processes locally and syncs nothing.
+   * Base URL of the cloud API, e.g. `https://cloud.example.com/api/v1`. Without it the gateway stores and
+   * processes locally and syncs nothing. Several URLs (up to 16, one scheme) name server nodes that share one
+   * store: the gateway talks to one until it fails (network error, timeout, 5xx), then to the next, in turn; a
+   * batch retried on another node is still stored once (docs/scaling.md).
+   * @example ['https://cloud-a.example.com/api/v1', 'https://cloud-b.example.com/api/v1']
    */
-  cloudUrl?: string | undefined;
+  cloudUrl?: string | readonly string[] | undefined;
   /** Sent as `Authorization: Bearer <apiKey>`. */
   apiKey?: string | undefined;
   /** Path of the SQLite database file. @default './data/edge_gateway.db' */
@@ -153,12 +155,17 @@ const hasMethods =
 const seconds = (max: number) => z.number().positive().max(max);
 
 const pem = z.union([z.string().min(1), z.instanceof(Buffer)], 'expected PEM text, as a string or a Buffer');
+const cloudUrlSchema = z
+  .url({ protocol: /^https?$/ })
+  .refine((url) => !/^[a-z]+:\/\/[^/?#]*@/i.test(url), 'no credentials in the URL; give the key as "apiKey"');
 
 export const optionsSchema = z.strictObject({
   deviceId: z.string().min(1).max(256),
   cloudUrl: z
-    .url({ protocol: /^https?$/ })
-    .refine((url) => !/^[a-z]+:\/\/[^/?#]*@/i.test(url), 'no credentials in the URL; give the key as "apiKey"')
+    .union([cloudUrlSchema, z.array(cloudUrlSchema).min(1).max(16)])
+    .refine((urls) => typeof urls === 'string' || new Set(urls.map((url) => new URL(url).protocol)).size === 1, {
+      message: 'every URL of one scheme, http or https',
+    })
     .optional(),
   apiKey: z
     .string()

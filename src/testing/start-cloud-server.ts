@@ -1,7 +1,7 @@
 import { CloudServer, type CloudServerOptions } from '../cloud/cloud-server.js';
 import type { StoredPoint } from '../cloud/cloud-store.js';
 
-/** A reference cloud server on 127.0.0.1 with an in-memory store, and the key to reach it. */
+/** A reference cloud server on 127.0.0.1 (with an in-memory store unless told otherwise), and the key to reach it. */
 export interface ThrowawayCloud {
   server: CloudServer;
   /** Base URL to pass as `cloudUrl`. */
@@ -30,7 +30,6 @@ export async function startCloudServer(options: Partial<CloudServerOptions> = {}
   const server = await CloudServer.listen({
     port: 0,
     host: '127.0.0.1',
-    dbPath: ':memory:',
     ...options,
     apiKeys: options.apiKeys ?? [apiKey],
   });

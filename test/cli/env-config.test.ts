@@ -69,6 +69,17 @@ describe('CLI configuration', () => {
     expect(message).toContain('CLOUD_API_URL');
   });
 
+  it('takes several cloud URLs separated by commas, for server nodes over one store', () => {
+    const config = parseEnvConfig({ DEVICE_ID: 'd', CLOUD_API_URL: 'https://a:8080/api/v1, https://b:8080/api/v1' });
+
+    expect(gatewayOptionsFrom(config).cloudUrl).toEqual(['https://a:8080/api/v1', 'https://b:8080/api/v1']);
+    expect(() => parseEnvConfig({ DEVICE_ID: 'd', CLOUD_API_URL: 'https://a:8080/api/v1,' })).toThrow(/CLOUD_API_URL/);
+    // Every node of the list meets the clear-text rule, not only the first.
+    expect(() =>
+      parseEnvConfig({ DEVICE_ID: 'd', CLOUD_API_URL: 'http://127.0.0.1:8080/api/v1,http://b:8080/api/v1' }),
+    ).toThrow(/CLOUD_ALLOW_INSECURE/);
+  });
+
   it('refuses a missing DEVICE_ID', () => {
     expect(() => parseEnvConfig({})).toThrow(/DEVICE_ID/);
   });

@@ -9,7 +9,13 @@ export const T0 = Date.UTC(2024, 0, 1);
 
 /** A reference server on 127.0.0.1, port 0, in-memory store; closed after the current test. */
 export async function listenCloud(options: Partial<CloudServerOptions> = {}): Promise<CloudServer> {
-  const server = await CloudServer.listen({ port: 0, host: '127.0.0.1', dbPath: ':memory:', apiKeys: [], ...options });
+  const server = await CloudServer.listen({
+    port: 0,
+    host: '127.0.0.1',
+    ...(options.store ? {} : { dbPath: ':memory:' }),
+    apiKeys: [],
+    ...options,
+  });
   defer(() => server.close());
   return server;
 }
