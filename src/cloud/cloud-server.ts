@@ -22,7 +22,7 @@ import type {
 } from './cloud-store.js';
 import { HttpError } from './http-error.js';
 import { jsonValueTooDeep } from './json-depth.js';
-import { RateLimiter } from './rate-limiter.js';
+import { defaultBurst, RateLimiter } from './rate-limiter.js';
 import { BodyError, discardBody, readBody } from './read-body.js';
 import { parseEdit, parsePush, parseRecordPath, pullQuerySchema, stampMutation } from './records-requests.js';
 import { RedisCloudStore } from './redis-cloud-store.js';
@@ -346,8 +346,16 @@ export class CloudServer {
    */
   setApiKeys(apiKeys: readonly ApiKey[]): void {
     const keyring = ApiKeyring.from(apiKeys);
+    const revoked = [...this.#keyring.ids].filter((id) => !keyring.ids.has(id));
     this.#keyring = keyring;
     this.#limiter.retain(keyring.ids);
+    if (revoked.length > 0 && this.#store.forgetTokens) {
+      // Sent before any later request's takeToken on the store's connection, so answered in that order; a failure
+      // costs nothing but an early full bucket for a key added again (the bucket expires by itself).
+      this.#store.forgetTokens(revoked).catch((error: unknown) => {
+        this.#logger.warn({ err: error }, 'could not drop the rate buckets of revoked keys');
+      });
+    }
     this.#logger.info({ keys: apiKeys.length }, 'API keys replaced');
   }
 
@@ -390,10 +398,17 @@ export class CloudServer {
     throw new HttpError(401, 'unauthorized', 'a valid API key is required', {}, { 'www-authenticate': 'Bearer' });
   }
 
-  #throttle(caller: Caller): void {
+  /** Over the store's buckets when it keeps them (shared by every node over it), else over this process's. */
+  async #throttle(caller: Caller): Promise<void> {
     const limit = caller.rateLimit === undefined ? this.#options.rateLimit : caller.rateLimit;
     if (!limit) return;
-    const decision = this.#limiter.take(caller.id, limit);
+    const decision = this.#store.takeToken
+      ? await this.#store.takeToken(
+          caller.id,
+          { requestsPerSecond: limit.requestsPerSecond, burst: defaultBurst(limit) },
+          this.#options.now(),
+        )
+      : this.#limiter.take(caller.id, limit);
     if (decision.allowed) return;
     throw new HttpError(
       429,
@@ -432,7 +447,7 @@ export class CloudServer {
         return;
       }
       caller = this.#authorize(request);
-      this.#throttle(caller);
+      await this.#throttle(caller);
       await this.#route(request, response, url, path, caller);
     } catch (error) {
       if (error instanceof BodyError) {

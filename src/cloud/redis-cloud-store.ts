@@ -17,7 +17,16 @@ import {
   type TelemetryQuery,
   type TelemetryStats,
 } from './cloud-store.js';
-import { EDIT_RECORD, INGEST, type LuaScript, NOTE_REPLAY, PULL_CHANGES, PUSH_MUTATION } from './redis-scripts.js';
+import type { RateDecision } from './rate-limiter.js';
+import {
+  EDIT_RECORD,
+  INGEST,
+  type LuaScript,
+  NOTE_REPLAY,
+  PULL_CHANGES,
+  PUSH_MUTATION,
+  TAKE_TOKEN,
+} from './redis-scripts.js';
 
 /** Options of {@link RedisCloudStore.connect}. */
 export interface RedisCloudStoreOptions {
@@ -73,6 +82,7 @@ const SCAN_BATCHES = 64;
  * | `P record-counts` | hash | `records`, `tombstones` |
  * | `P mid:{mid}` | string | the stored outcome of a mutation, JSON |
  * | `P clock-skew` | hash | device id → its latest clock-skew finding, JSON |
+ * | `P rate:{keyId}` | hash | `tokens`, `at` (ms, the server's clock) of an API key's rate bucket; expires once full |
  *
  * @example
  * ```ts
@@ -410,6 +420,24 @@ export class RedisCloudStore implements CloudStore {
 
   async latestHlc(): Promise<string | undefined> {
     return (await this.#command<string | null>(['GET', this.#key('hlc-high')])) ?? undefined;
+  }
+
+  /** One bucket per key for every node over this Redis: one Lua script reads, refills, takes and writes it. */
+  async takeToken(
+    id: string,
+    limit: { requestsPerSecond: number; burst: number },
+    nowMs: number,
+  ): Promise<RateDecision> {
+    const [allowed, retryAfterSeconds] = await this.#run<number[]>(
+      TAKE_TOKEN,
+      [this.#key(`rate:${id}`)],
+      [String(nowMs), String(limit.requestsPerSecond), String(limit.burst)],
+    );
+    return allowed === 1 ? { allowed: true } : { allowed: false, retryAfterSeconds: Number(retryAfterSeconds) };
+  }
+
+  async forgetTokens(ids: readonly string[]): Promise<void> {
+    if (ids.length > 0) await this.#command(['DEL', ...ids.map((id) => this.#key(`rate:${id}`))]);
   }
 
   /** Closes the connection once the calls in flight are answered. Safe to call twice. */

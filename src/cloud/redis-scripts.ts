@@ -156,3 +156,34 @@ for _, id in ipairs(ids) do
 end
 return out
 `);
+
+/**
+ * Takes one token from a key's rate bucket: the in-process `RateLimiter`'s arithmetic, in the same order, on the
+ * same doubles, so that both answer alike. The time is the server's (`now`), not Redis's: a clock a test injects
+ * works, and a step backwards refills nothing. The bucket expires once it would be full again, so that an idle key
+ * costs nothing: an expired bucket and a full one answer alike. The expiry runs on Redis's clock, hence its floor of
+ * a minute (a bucket must not vanish early because the server's clock runs slower than Redis's, as a test's does),
+ * and its ceiling of a week (a tiny rate would ask for more than PEXPIRE takes; such a key gets a full bucket
+ * after a week idle).
+ * KEYS: bucket. ARGV: now ms, requests per second, burst.
+ * Returns `{1}` when allowed, else `{0, retry after in whole seconds}`.
+ */
+export const TAKE_TOKEN = script(`
+local now, rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local b = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens, at = tonumber(b[1]), tonumber(b[2])
+if tokens == nil or at == nil then
+  tokens, at = burst, now
+else
+  local elapsed = math.max(0, now - at) / 1000
+  at = math.max(at, now)
+  tokens = math.min(burst, tokens + elapsed * rate)
+end
+local allowed = tokens >= 1
+if allowed then tokens = tokens - 1 end
+redis.call('HSET', KEYS[1], 'tokens', string.format('%.17g', tokens), 'at', string.format('%.17g', at))
+local ttl = math.min(604800000, math.max(60000, math.ceil((burst - tokens) / rate * 1000)))
+redis.call('PEXPIRE', KEYS[1], string.format('%d', ttl))
+if allowed then return {1} end
+return {0, math.max(1, math.ceil((1 - tokens) / rate))}
+`);

@@ -1,22 +1,34 @@
+import { createHash } from 'node:crypto';
+import { createClient } from '@redis/client';
 import { describe, expect, it } from 'vitest';
 import type { CloudServerOptions } from '../../src/cloud/index.js';
 import { isConfigError } from '../../src/errors.js';
+import { CLOUD_STORE_KINDS, type CloudStoreKind, redisAvailable, useCloudStore } from '../helpers/cloud-stores.js';
 import { getWith, jsonBatch, listenCloud, postBatch, storeCounts, wirePoints } from '../security/lib/cloud-client.js';
 
 const KEY = 'rate-key-0123456789';
 const OTHER = 'other-key-0123456789';
+const T0 = Date.UTC(2026, 0, 1);
 
-/** A server whose rate limits read a clock the test moves by hand. */
-async function listen(options: Partial<CloudServerOptions> = {}) {
-  const clock = { ms: Date.UTC(2026, 0, 1) };
-  const server = await listenCloud({ apiKeys: [KEY, OTHER], now: () => clock.ms, ...options });
-  return { server, clock };
+const stats = (server: Awaited<ReturnType<typeof listenCloud>>, key = KEY) => getWith(server, '/telemetry/stats', key);
+
+for (const kind of CLOUD_STORE_KINDS) {
+  describe.skipIf(kind === 'redis' && !redisAvailable())(`CloudServer rate limits on the ${kind} store`, () =>
+    suite(kind),
+  );
 }
 
-const stats = (server: Awaited<ReturnType<typeof listen>>['server'], key = KEY) =>
-  getWith(server, '/telemetry/stats', key);
+/** The suite, on one store: the same answers whether the buckets live in the process (SQLite) or in Redis. */
+function suite(kind: CloudStoreKind): void {
+  const store = useCloudStore(kind);
 
-describe('CloudServer rate limits', () => {
+  /** A server whose rate limits read a clock the test moves by hand. */
+  async function listen(options: Partial<CloudServerOptions> = {}) {
+    const clock = { ms: T0 };
+    const server = await listenCloud({ apiKeys: [KEY, OTHER], now: () => clock.ms, ...store.options(), ...options });
+    return { server, clock };
+  }
+
   it('lets a burst through, then answers 429 with Retry-After in whole seconds', async () => {
     const { server } = await listen({ rateLimit: { requestsPerSecond: 0.5, burst: 3 } });
 
@@ -103,6 +115,23 @@ describe('CloudServer rate limits', () => {
     expect((await stats(server, KEY)).status).toBe(200);
   });
 
+  it('refills nothing on a clock step backwards, and counts the time from the latest time seen', async () => {
+    const { server, clock } = await listen({ rateLimit: { requestsPerSecond: 1, burst: 1 } });
+    expect((await stats(server)).status).toBe(200);
+
+    clock.ms -= 10_000;
+    const afterStep = await stats(server);
+    clock.ms += 10_000;
+    const backAgain = await stats(server);
+    clock.ms += 1000;
+    const aSecondLater = await stats(server);
+
+    expect([afterStep.status, backAgain.status, aSecondLater.status]).toEqual([429, 429, 200]);
+    expect(afterStep.headers.get('retry-after')).toBe('1');
+  });
+}
+
+describe('CloudServer rate limit options', () => {
   for (const [label, rateLimit] of [
     ['zero requests per second', { requestsPerSecond: 0 }],
     ['a fractional burst', { requestsPerSecond: 1, burst: 1.5 }],
@@ -115,4 +144,52 @@ describe('CloudServer rate limits', () => {
       expect((error as Error).message).toMatch(/rateLimit/);
     });
   }
+});
+
+describe.skipIf(!redisAvailable())('CloudServer rate limits over one Redis', () => {
+  const store = useCloudStore('redis');
+
+  /** Two server nodes over the same Redis, on their own ports, reading one clock the test moves by hand. */
+  async function twoNodes(options: Partial<CloudServerOptions>) {
+    const clock = { ms: T0 };
+    const listen = () => listenCloud({ apiKeys: [KEY, OTHER], now: () => clock.ms, ...store.options(), ...options });
+    const nodes = [await listen(), await listen()] as const;
+    return { nodes, clock };
+  }
+
+  it("shares one key's budget between two nodes, and keeps another key's apart", async () => {
+    const { nodes, clock } = await twoNodes({ rateLimit: { requestsPerSecond: 1, burst: 3 } });
+    const [a, b] = nodes;
+    expect(a.port).not.toBe(b.port);
+
+    const alternated = [];
+    for (let i = 0; i < 6; i++) alternated.push(await stats(i % 2 === 0 ? a : b));
+    const other = [];
+    for (let i = 0; i < 4; i++) other.push((await stats(i % 2 === 0 ? b : a, OTHER)).status);
+    clock.ms += 1000;
+    const refilled = [(await stats(a)).status, (await stats(b)).status];
+
+    // Each node on its own would have let 3 through: 6 in all.
+    expect(alternated.map((answer) => answer.status)).toEqual([200, 200, 200, 429, 429, 429]);
+    expect(alternated[3]?.headers.get('retry-after')).toBe('1');
+    expect(other).toEqual([200, 200, 200, 429]);
+    expect(refilled).toEqual([200, 429]);
+  });
+
+  it('keeps a bucket under rate:{key id} that expires, so an idle key leaves nothing behind', async () => {
+    const { nodes } = await twoNodes({ rateLimit: { requestsPerSecond: 1, burst: 3 } });
+    await stats(nodes[0]);
+
+    const client = createClient({ url: store.options().redisUrl as string, RESP: 3 });
+    await client.connect();
+    try {
+      const bucket = `{edge-gateway}:rate:${createHash('sha256').update(KEY).digest('hex')}`;
+      expect(await client.sendCommand(['HGETALL', bucket])).toEqual({ tokens: '2', at: String(T0) });
+      const ttl = Number(await client.sendCommand(['PTTL', bucket]));
+      expect(ttl).toBeGreaterThan(0);
+      expect(ttl).toBeLessThanOrEqual(60_000);
+    } finally {
+      client.destroy();
+    }
+  });
 });

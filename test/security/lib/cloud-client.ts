@@ -7,12 +7,12 @@ import { defer } from '../../helpers/cleanup.js';
 /** 2024-01-01T00:00:00.000Z: readings of the fixtures are at T0 + seq seconds. */
 export const T0 = Date.UTC(2024, 0, 1);
 
-/** A reference server on 127.0.0.1, port 0, in-memory store; closed after the current test. */
+/** A reference server on 127.0.0.1, port 0, in-memory SQLite unless told a store; closed after the current test. */
 export async function listenCloud(options: Partial<CloudServerOptions> = {}): Promise<CloudServer> {
   const server = await CloudServer.listen({
     port: 0,
     host: '127.0.0.1',
-    ...(options.store ? {} : { dbPath: ':memory:' }),
+    ...(options.store || options.redisUrl || options.dbPath ? {} : { dbPath: ':memory:' }),
     apiKeys: [],
     ...options,
   });
