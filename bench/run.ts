@@ -8,6 +8,8 @@
  *   footprint   CPU share of one core and peak RSS of a gateway process at 10, 100 and 1000 readings/s
  *   backlog     ingest and drain cost per reading, RSS and start-up time with 10k, 1M and 10M readings queued
  *   records     shared records synced and conflicts resolved per second, against a bare client of the server
+ *   retention   intake at a full queue (drop-oldest, downsample-oldest), cleanup cost per row and its longest
+ *               step, giving space back, and what auto_vacuum=INCREMENTAL costs
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -19,9 +21,10 @@ import { MIGRATIONS } from '../src/storage/migrations.js';
 import { encodeBatch } from '../src/sync/batch-codec.js';
 import { startCloudServer } from '../src/testing/index.js';
 import { recordsSection } from './records.js';
+import { retentionSection } from './retention.js';
 
 const args = new Map(process.argv.slice(2).map((a) => a.replace(/^--/, '').split('=') as [string, string]));
-const ONLY = new Set((args.get('only') ?? 'throughput,wire,footprint,backlog,records').split(','));
+const ONLY = new Set((args.get('only') ?? 'throughput,wire,footprint,backlog,records,retention').split(','));
 const FOOTPRINT_SECONDS = Number(args.get('footprint-seconds') ?? 60);
 const BACKLOGS = (args.get('backlogs') ?? '10000,1000000,10000000').split(',').map(Number);
 const N = Number(args.get('n') ?? 200_000);
@@ -262,6 +265,7 @@ async function main(): Promise<void> {
   if (ONLY.has('footprint')) await footprint();
   if (ONLY.has('backlog')) await backlog();
   if (ONLY.has('records')) await recordsSection(Number(args.get('records') ?? 5000), (name) => freshPath() + name);
+  if (ONLY.has('retention')) await retentionSection((name) => `${freshPath()}-${name}`, N, ROUNDS);
 }
 
 main()

@@ -5,6 +5,7 @@
 
 import type { QuarantineReport } from './quarantine.js';
 import type { RecordStorage } from './record-storage.js';
+import type { RetentionStorage } from './retention.js';
 
 export type { QuarantineReport } from './quarantine.js';
 
@@ -122,6 +123,15 @@ export interface Storage {
   readonly quarantined?: QuarantineReport | undefined;
   /** Shared records and their outbox; absent for stores without them (records are then unavailable). */
   readonly records?: RecordStorage;
+  /**
+   * Retention: prune steps for local history, the intake policy and bounded cleanup steps. Absent for stores
+   * without it: then only the `reject-new` strategy is available and `maxDays` prunes nothing.
+   */
+  readonly retention?: RetentionStorage;
+  /** Changes how long a statement waits for another connection's lock, ms (the gateway's `dbTimeout`). */
+  setBusyTimeout?(ms: number): void;
+  /** Changes the size budget in bytes, or removes it (the gateway's `maxDatabaseSize`, `retention.maxBytes`). */
+  setMaxSizeBytes?(maxSizeBytes: number | undefined): void;
   /** A small string value kept with the store. */
   getMeta(key: string): string | undefined;
   setMeta(key: string, value: string): void;
