@@ -11,7 +11,8 @@ export type EdgeGatewayErrorCode =
   | 'STOPPED'
   | 'QUEUE_FULL'
   | 'STORAGE_FAILED'
-  | 'PROCESSOR_FAILED';
+  | 'PROCESSOR_FAILED'
+  | 'PIN_MISMATCH';
 
 /** Base class of every error thrown by edge-gateway. */
 export class EdgeGatewayError extends Error {
@@ -125,6 +126,49 @@ export interface DatabaseHolder {
   readonly since: string;
 }
 
+/**
+ * A processor failed: it threw, returned something that cannot be stored, or missed its deadline
+ * (`processorTimeout`). From `process()` the reading goes to the dead letters and this error is emitted as `error`;
+ * from the `start` hook, `start()` rejects with it.
+ */
+export class ProcessorError extends EdgeGatewayError {
+  /** The processor's name. */
+  readonly processor: string;
+  /** True when the processor missed its deadline rather than failing. */
+  readonly timedOut: boolean;
+
+  constructor(processor: string, message: string, options?: { cause?: unknown; timedOut?: boolean }) {
+    super('PROCESSOR_FAILED', message, options);
+    this.name = 'ProcessorError';
+    this.processor = processor;
+    this.timedOut = options?.timedOut ?? false;
+  }
+}
+
+/**
+ * The cloud's TLS certificate chain holds none of the keys in `pinnedCertificates`: the connection was closed
+ * before a byte of the request was sent. The transport reports it as a result (`retryable`, code `pin-mismatch`)
+ * and the gateway as a `sync-error` with code `PIN_MISMATCH`; it is not thrown to the host.
+ */
+export class CertificatePinError extends EdgeGatewayError {
+  /** The host the connection was for. */
+  readonly host: string;
+  /** The pins (`sha256/<base64>`) of the verified chain the server presented, leaf first. */
+  readonly presented: readonly string[];
+
+  constructor(host: string, presented: readonly { pin: string; subject: string }[], options?: { cause?: unknown }) {
+    const chain = presented.map((c) => `${c.pin} (${c.subject})`).join(', ');
+    super(
+      'PIN_MISMATCH',
+      `The certificate chain of ${host} matches none of the pinned keys (pinnedCertificates); nothing was sent. It presented: ${chain || 'no certificate that could be read'}`,
+      options,
+    );
+    this.name = 'CertificatePinError';
+    this.host = host;
+    this.presented = presented.map((c) => c.pin);
+  }
+}
+
 const ERROR_NAMES = new Set([
   'EdgeGatewayError',
   'ConfigError',
@@ -133,6 +177,8 @@ const ERROR_NAMES = new Set([
   'GatewayStoppedError',
   'QueueFullError',
   'StorageError',
+  'ProcessorError',
+  'CertificatePinError',
 ]);
 
 const hasCode = (error: unknown): error is EdgeGatewayError =>
@@ -153,3 +199,5 @@ export const isNotStartedError = guard<NotStartedError>('NotStartedError');
 export const isGatewayStoppedError = guard<GatewayStoppedError>('GatewayStoppedError');
 export const isQueueFullError = guard<QueueFullError>('QueueFullError');
 export const isStorageError = guard<StorageError>('StorageError');
+export const isProcessorError = guard<ProcessorError>('ProcessorError');
+export const isCertificatePinError = guard<CertificatePinError>('CertificatePinError');

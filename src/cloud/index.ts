@@ -16,7 +16,8 @@ export type {
 export { RECORD_LIMITS } from '../model/records-wire.js';
 export type { BatchAck, BatchEnvelope, ErrorBody, RejectedPoint, WirePoint } from '../model/wire.js';
 export { batchEnvelopeSchema, wirePointSchema } from '../model/wire.js';
-export type { CloudServerOptions } from './cloud-server.js';
+export type { ApiKey, ApiKeyEntry, RateLimit } from './api-keys.js';
+export type { CloudServerOptions, CloudServerTls } from './cloud-server.js';
 export { CloudServer } from './cloud-server.js';
 export type {
   ChangePage,

@@ -1,4 +1,5 @@
 import { EventEmitter } from 'eventemitter3';
+import type { Registry } from 'prom-client';
 import {
   ConfigError,
   GatewayStoppedError,
@@ -12,14 +13,15 @@ import {
 import { type Logger, silentLogger } from '../logger.js';
 import {
   checkPoint,
-  DataPoint,
+  type DataPoint,
   type DataPointInput,
   type NormalizedPoint,
   normalizePoint,
-  toDataPoint,
 } from '../model/data-point.js';
 import { hlcSchema } from '../model/records-wire.js';
-import { DataProcessor, type Processor, type ProcessResult } from '../processing/processor.js';
+import type { GatewayMetrics } from '../ops/gateway-metrics.js';
+import type { GatewayHttpServer, HttpServerOptions } from '../ops/http-server.js';
+import type { Alert, AlertQuery } from '../processing/alert.js';
 import type { OutboxRemoval, RetentionStorage } from '../storage/retention.js';
 import { RECORDS_META } from '../storage/sqlite-records.js';
 import { SqliteStorage } from '../storage/sqlite-storage.js';
@@ -31,7 +33,9 @@ import { type SyncListener, SyncManager, type SyncSettings } from '../sync/sync-
 import type { SyncResult } from '../sync/sync-result.js';
 import { HttpTransport } from '../transport/http-transport.js';
 import type { Transport } from '../transport/transport.js';
-import { GroupCommit } from './group-commit.js';
+import { GroupCommit, type GroupExtras } from './group-commit.js';
+import { LocalProcessing } from './local-processing.js';
+import { type HistoryQuery, type QueryResult, queryHistory } from './local-query.js';
 import {
   compressionSetting,
   type EdgeGatewayOptions,
@@ -40,12 +44,11 @@ import {
   type RetentionOptions,
   resolveOptions,
 } from './options.js';
+import { RecentCount } from './recent-count.js';
 import { Records } from './records.js';
 import { type CleanupReport, RetentionManager } from './retention-manager.js';
 import type { DropCounts, DroppedEvent, GatewayEvents, GatewayStatus, HealthStatus } from './status.js';
 
-/** Largest processed-data object a processor may return for one reading, as JSON. */
-const MAX_PAYLOAD_BYTES = 64 * 1024;
 /** Options that name the local store; they cannot change once it is open. */
 const FIXED_AFTER_START = ['localDb', 'storage', 'durability', 'clock'] as const;
 /** Pause between attempts to open a database another gateway holds, within `dbTimeout`. */
@@ -82,6 +85,7 @@ const emptyResult = (remaining: number): SyncResult => ({
   deadLettered: 0,
   remaining,
   durationMs: 0,
+  bytesSent: 0,
 });
 
 /**
@@ -102,6 +106,7 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
   readonly #storage: Storage;
   readonly #logger: Logger;
   readonly #commit: GroupCommit;
+  readonly #local: LocalProcessing;
   #transport: Transport | undefined;
   #sync: SyncManager | undefined;
   #resolver: ConflictResolver;
@@ -125,6 +130,11 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
   /** Stamps record writes; made at start, from the last stamp and clock offset kept in the database. */
   #clock: HybridClock;
   #recordsSync: RecordsSync | undefined;
+  /** Loaded on first use (prom-client is heavy): at start() with the `metrics` option, else when first asked for. */
+  #metrics: GatewayMetrics | undefined;
+  #metricsLoading: Promise<GatewayMetrics> | undefined;
+  /** Readings set aside in the dead letters within `deadLetterWindow`, for the health check. */
+  readonly #recentDeadLetters: RecentCount;
   /**
    * Shared records, kept in step with the cloud both ways: `put`, `get`, `delete`, `list`, `watch`. Reads work
    * offline; writes are durable at once. Available after `start()`.
@@ -147,8 +157,8 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
     this.#checkRetentionSupport(this.#options);
     this.#resolver = this.#options.conflictResolver ?? lastWriteWins;
     if (this.#options.conflictResolver) this.#strategy = 'custom';
-    this.#commit = new GroupCommit((rows, dead) => this.#commitRows(rows, dead));
     this.#clock = new HybridClock({ now: this.#options.clock ?? Date.now });
+    this.#recentDeadLetters = new RecentCount(this.#options.deadLetterWindow * 1000);
     this.records = new Records({
       storage: (method) => this.#recordStorage(method),
       clock: () => this.#clock,
@@ -156,7 +166,26 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
       written: () => this.#sync?.noteRecordWrite(),
       watcherFailed: (error) => this.#backgroundError(error as Error),
     });
-    this.#attachProcessor();
+    this.#commit = new GroupCommit((rows, dead, extras) => this.#commitRows(rows, dead, extras));
+    this.#local = new LocalProcessing(
+      {
+        storage: this.#storage,
+        commit: this.#commit,
+        logger: this.#logger,
+        // Stopping, the storage stays open until the end of stop(); #startedAt is set once start() opened it.
+        open: () => this.#lifecycle === 'running' || (this.#lifecycle === 'stopping' && this.#startedAt > 0),
+        stopped: () => this.#lifecycle === 'stopped',
+        checkRoom: (incoming) => this.#checkRoom(incoming),
+        track: (work) => this.#tracked(work),
+        emitAlert: (alert) => this.#guarded('alert', () => this.emit('alert', alert)),
+        emitDropped: (event) => {
+          if (event.reason === 'processor-failed') this.#recentDeadLetters.add(event.count, performance.now());
+          this.#drop(event);
+        },
+        reportError: (error) => this.#backgroundError(error),
+      },
+      this.#options,
+    );
   }
 
   #recordStorage(method: string) {
@@ -187,15 +216,9 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
     return this.#clock;
   }
 
-  // Gives a DataProcessor its alert sink: in the constructor, and again when configure() sets a new processor.
-  #attachProcessor(): void {
-    if (!this.#options.processor) return;
-    DataProcessor.attach(this.#options.processor, (alert) => this.#guarded('alert', () => this.emit('alert', alert)));
-  }
-
-  /** The options in force, after defaults. */
-  get options(): Readonly<Omit<ResolvedOptions, 'apiKey'>> {
-    const { apiKey: _hidden, ...visible } = this.#options;
+  /** The options in force, after defaults; without the secrets (`apiKey`, `key`). */
+  get options(): Readonly<Omit<ResolvedOptions, 'apiKey' | 'key'>> {
+    const { apiKey: _hidden, key: _private, ...visible } = this.#options;
     return visible;
   }
 
@@ -224,14 +247,25 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
   async #start(): Promise<void> {
     this.#lifecycle = 'starting';
     try {
+      if (this.#options.metrics) await this.#enableMetrics();
       await this.#openStorage();
     } catch (error) {
       this.#lifecycle = 'created';
       this.#starting = undefined;
       throw error;
     }
+    try {
+      await this.#local.start();
+    } catch (error) {
+      this.#storage.close();
+      this.#lifecycle = 'created';
+      this.#starting = undefined;
+      throw error;
+    }
     this.#startedAt = performance.now();
     this.#restoreClock();
+    // stop() was called while the processors started: it closes what this opened, and nothing more starts.
+    if (this.#lifecycle !== 'starting') return;
     this.#lifecycle = 'running';
     this.#reportQuarantine();
     this.#startRetention();
@@ -394,10 +428,20 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
   }
 
   #makeTransport(): Transport | undefined {
-    const { transport, cloudUrl, apiKey, connectionTimeout } = this.#options;
+    const { transport, cloudUrl, apiKey, connectionTimeout, allowInsecure, ca, cert, key, pinnedCertificates } =
+      this.#options;
     if (transport) return transport;
     if (!cloudUrl) return undefined;
-    return new HttpTransport({ baseUrl: cloudUrl, apiKey, timeoutMs: connectionTimeout * 1000 });
+    return new HttpTransport({
+      baseUrl: cloudUrl,
+      apiKey,
+      timeoutMs: connectionTimeout * 1000,
+      allowInsecure,
+      ca,
+      cert,
+      key,
+      pinnedCertificates,
+    });
   }
 
   #syncSettings(): SyncSettings {
@@ -442,10 +486,12 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
       },
       syncError: (event) => this.#guarded('sync-error', () => this.emit('sync-error', event)),
       deadLettered: (count, message) => {
+        this.#recentDeadLetters.add(count, performance.now());
         this.#logger.warn({ count, message }, 'the cloud refused readings; they are kept in the dead letters');
         this.#drop({ reason: 'rejected-by-cloud', count, message });
       },
       failed: (error) => this.#backgroundError(error, 'sync'),
+      sent: (report) => this.#metrics?.sent(report),
     };
   }
 
@@ -483,11 +529,13 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
         const expired = new Promise((resolve) => deadline.addEventListener('abort', resolve, { once: true }));
         await Promise.race([Promise.allSettled(this.#processing), expired]);
       }
+      await this.#local.stop();
       this.#commit.flush();
       const sync = this.#sync;
       const pending = this.#storage.pendingCount() + (this.#storage.records?.mutationCount() ?? 0);
       if (sync && this.#options.stopTimeout > 0 && pending > 0 && !deadline.aborted) {
-        await sync.syncNow(deadline).catch(() => undefined);
+        // Push what is queued; a pull now would only spend the deadline on changes nobody will see before restart.
+        await sync.syncNow(deadline, { pullRecords: false }).catch(() => undefined);
       }
       await sync?.stop();
       await this.#retention?.stop();
@@ -506,10 +554,12 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
       : new NotStartedError(method);
   }
 
-  #commitRows(rows: OutboxInsert[], dead: DeadLetterInsert[]): void {
+  #commitRows(rows: OutboxInsert[], dead: DeadLetterInsert[], extras: GroupExtras | undefined): void {
     const wasEmpty = this.#storage.pendingCount() === 0;
+    let added = rows.length;
     try {
-      this.#storage.append(rows, dead);
+      if (extras || this.#local.keepsHistory) added = this.#local.store(rows, dead, extras);
+      else this.#storage.append(rows, dead);
     } catch (error) {
       // Rows sealed into a batch since #checkRoom took all the room drop-oldest could make: refused, as at intake.
       if (isQueueFullError(error)) this.#drop({ reason: 'queue-full', count: rows.length, message: error.message });
@@ -518,16 +568,16 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
     }
     // An intake write went through: an intake failure is over; a sync-side one is not, until a batch is acknowledged.
     if (this.#storageFailure?.side === 'intake') this.#storageFailure = undefined;
-    if (rows.length > 0 && wasEmpty) this.#pendingSince = performance.now();
-    if (rows.length > 0) this.#sync?.noteIntake();
+    if (added > 0 && wasEmpty) this.#pendingSince = performance.now();
+    if (added > 0) this.#sync?.noteIntake();
   }
 
   #checkRoom(incoming: number): QueueFullError | undefined {
     const limit = this.#options.maxOfflineQueueSize;
     if (this.#storage.pendingCount() + this.#commit.size + incoming <= limit) return undefined;
-    // drop-oldest and downsample-oldest make room at the commit, from every row not sealed into a batch.
+    // drop-oldest and downsample-oldest make room at the commit, from every row not sealed into a batch (alerts excepted).
     const retention = this.#options.retention.cleanupStrategy === 'reject-new' ? undefined : this.#retentionStorage();
-    if (retention && retention.sealedCount() + this.#commit.size + incoming <= limit) return undefined;
+    if (retention && retention.protectedCount() + this.#commit.size + incoming <= limit) return undefined;
     const error = new QueueFullError(limit, incoming);
     this.#drop({ reason: 'queue-full', count: incoming, message: error.message });
     return error;
@@ -539,6 +589,16 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
    * `ValidationError` (nothing stored), `QueueFullError`, or `GatewayStoppedError`.
    */
   sendData(point: DataPoint | DataPointInput): Promise<boolean> {
+    const metrics = this.#metrics;
+    if (!metrics) return this.#sendData(point);
+    const startedAt = performance.now();
+    return this.#sendData(point).then((stored) => {
+      metrics.intake(startedAt, stored ? 1 : 0);
+      return stored;
+    });
+  }
+
+  #sendData(point: DataPoint | DataPointInput): Promise<boolean> {
     const refused = this.#inputError('sendData');
     if (refused) return Promise.reject(refused);
     let normalized: NormalizedPoint;
@@ -547,7 +607,7 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
     } catch (error) {
       return Promise.reject(error);
     }
-    if (this.#options.processor) return this.#tracked(this.#process([normalized], 'sendData')).then((n) => n > 0);
+    if (!this.#local.idle) return this.#local.processOne(normalized, 'sendData');
     const full = this.#checkRoom(1);
     if (full) return Promise.reject(full);
     return this.#commit.add(normalized);
@@ -558,6 +618,16 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
    * `ValidationError` lists every problem with its index). Resolves with how many readings were stored.
    */
   sendBatch(points: readonly (DataPoint | DataPointInput)[]): Promise<number> {
+    const metrics = this.#metrics;
+    if (!metrics) return this.#sendBatch(points);
+    const startedAt = performance.now();
+    return this.#sendBatch(points).then((stored) => {
+      metrics.intake(startedAt, stored);
+      return stored;
+    });
+  }
+
+  #sendBatch(points: readonly (DataPoint | DataPointInput)[]): Promise<number> {
     const refused = this.#inputError('sendBatch');
     if (refused) return Promise.reject(refused);
     if (!Array.isArray(points)) {
@@ -572,7 +642,7 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
     }
     if (issues.length > 0) return Promise.reject(new ValidationError(issues));
     if (normalized.length === 0) return Promise.resolve(0);
-    if (this.#options.processor) return this.#tracked(this.#process(normalized, 'sendBatch'));
+    if (!this.#local.idle) return this.#local.process(normalized, 'sendBatch');
     const full = this.#checkRoom(normalized.length);
     if (full) return Promise.reject(full);
     return this.#commit.addAll(normalized).then(() => normalized.length);
@@ -583,45 +653,6 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
     const done = () => this.#processing.delete(work);
     work.then(done, done);
     return work;
-  }
-
-  async #process(points: readonly NormalizedPoint[], method: string): Promise<number> {
-    const processor = this.#options.processor as Processor;
-    const rows: OutboxInsert[] = [];
-    const failures: DeadLetterInsert[] = [];
-    await Promise.all(
-      points.map(async (point) => {
-        try {
-          const result = await DataProcessor.run(processor, toDataPoint(point));
-          for (const row of rowsFromResult(result, point)) rows.push(row);
-        } catch (error) {
-          failures.push({
-            ...point,
-            seq: null,
-            reason: (error as Error).message ?? String(error),
-            source: processorName(processor),
-          });
-        }
-      }),
-    );
-    // stop() waited for this reading up to its deadline and closed the database: nothing of it was stored.
-    if (this.#lifecycle === 'stopped') throw new GatewayStoppedError(method);
-    let kept: Promise<true> | undefined;
-    if (failures.length > 0) {
-      const message = `processor ${processorName(processor)} failed on ${failures.length} reading(s): ${failures[0]?.reason}`;
-      this.#drop({ reason: 'processor-failed', count: failures.length, message });
-      this.#backgroundError(new Error(message));
-      for (const dead of failures) kept = this.#commit.addDeadLetter(dead);
-      kept?.catch(() => undefined); // awaited below when it is all there is; else shared with the rows' commit
-    }
-    if (rows.length === 0) {
-      await kept;
-      return 0;
-    }
-    const full = this.#checkRoom(rows.length);
-    if (full) throw full;
-    await this.#commit.addAll(rows);
-    return rows.length;
   }
 
   /**
@@ -652,6 +683,7 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
       pendingRecordCount: open ? (this.#storage.records?.mutationCount() ?? 0) : 0,
       lastError: sync?.lastError ?? null,
       authRefused: sync?.authRefused ?? false,
+      tlsFailure: sync?.tlsFailure ?? null,
       clockSkewMs: sync?.clockSkewMs ?? null,
       nextSyncAt: sync?.nextSyncAt ?? null,
       syncStrategy: this.#options.syncStrategy,
@@ -676,7 +708,8 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
 
   /**
    * Whether the gateway is doing its job, with reasons when it is not: `unhealthy` when it cannot store or
-   * forward at all (stopped, local database failing or full, API key refused), `degraded` when it works with a
+   * forward at all (stopped, local database failing or full, API key refused, no trusted TLS connection: a
+   * certificate refused or a pin mismatch), `degraded` when it works with a
    * problem (cloud unreachable with readings queued, online but nothing acknowledged for a while, queue or
    * database nearly full, a damaged database set aside at start).
    */
@@ -696,8 +729,9 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
     if (!status.running) fail(`the gateway is ${this.#lifecycle}`);
     if (this.#storageFailure) fail(`the local database refused a write: ${this.#storageFailure.message}`);
     if (status.authRefused) fail('the cloud refuses the API key: nothing is being forwarded');
+    else if (status.tlsFailure) fail(tlsReason(status.tlsFailure));
     else if (this.#sync && status.running && pending > 0) {
-      const stallMs = Math.max(3 * this.#options.syncInterval * 1000, 60_000);
+      const stallMs = (this.#options.stallTimeout ?? Math.max(3 * this.#options.syncInterval, 60)) * 1000;
       // Monotonic: a wall clock stepped forwards (NTP, a dead RTC battery fixed) is not a stall.
       // Since the last acknowledgement, or since readings began waiting if that is later: a quiet hour followed by
       // one reading is not a stall.
@@ -716,6 +750,12 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
     if (capacity && !this.#storageFailure && capacity.usedBytes >= 0.9 * capacity.limitBytes) {
       degrade(
         `the local database is ${Math.min(100, Math.floor((100 * capacity.usedBytes) / capacity.limitBytes))}% full (maxDatabaseSize)`,
+      );
+    }
+    const deadLetters = status.running ? this.#recentDeadLetters.total(performance.now()) : 0;
+    if (deadLetters > 0) {
+      degrade(
+        `${deadLetters} reading(s) went to the dead letters in the last ${this.#options.deadLetterWindow} s (${status.deadLetterCount} kept; see getDeadLetters())`,
       );
     }
     if (status.quarantined) {
@@ -744,10 +784,10 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
 
   /**
    * Changes options at run time, validated as in the constructor. `localDb`, `storage`, `durability` and `clock`
-   * cannot change after `start()`. A new `cloudUrl`, `apiKey`, `connectionTimeout` or `transport` takes effect at the
-   * next request, and clears an API-key refusal. `retention` is merged into the retention in force; a new
-   * `maxDatabaseSize` (`retention.maxBytes`) or `dbTimeout` applies at once, and a change of retention runs a
-   * cleanup soon.
+   * cannot change after `start()`. A new `cloudUrl`, `apiKey`, `connectionTimeout`, `transport` or TLS option (`ca`,
+   * `cert`, `key`, `pinnedCertificates`, `allowInsecure`) takes effect at the next request, on a new connection, and
+   * clears an API-key or TLS refusal. `retention` is merged into the retention in force; a new `maxDatabaseSize`
+   * (`retention.maxBytes`) or `dbTimeout` applies at once, and a change of retention runs a cleanup soon.
    */
   configure(options: Partial<EdgeGatewayOptions>): void {
     const partial = normalizeOptions({ ...options });
@@ -764,16 +804,19 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
     }
     this.#checkRetentionSupport(next);
     const previous = this.#options;
+    // First, as it may refuse the chain (a custom processor after a built-in): then nothing changes.
+    if (!sameProcessing(next, previous)) this.#local.configure(next);
     this.#input = merged;
     this.#options = next;
-    if (next.processor !== previous.processor) this.#attachProcessor();
+    this.#recentDeadLetters.windowMs = next.deadLetterWindow * 1000;
     this.#applyStorageSettings(previous);
     if (this.#lifecycle !== 'running') return;
     const transportChanged =
       next.transport !== previous.transport ||
       next.cloudUrl !== previous.cloudUrl ||
       next.apiKey !== previous.apiKey ||
-      next.connectionTimeout !== previous.connectionTimeout;
+      next.connectionTimeout !== previous.connectionTimeout ||
+      !sameTls(next, previous);
     if (!this.#sync) {
       this.#startSync();
       return;
@@ -851,6 +894,23 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
     return this.#retention.run();
   }
 
+  /**
+   * Replaces the API key at run time, without a restart: `configure({ apiKey })`. The next request carries the
+   * new key; a request in flight with the old one is cut and sent again, byte-identical, so the cloud stores its
+   * readings once. Clears an API-key refusal. To rotate without a gap, have the cloud accept both keys, call this
+   * on every gateway, then revoke the old key (docs/security.md).
+   *
+   * @example
+   * ```ts
+   * server.setApiKeys([oldKey, newKey]); // cloud side: both valid for a while
+   * gateway.setApiKey(newKey);
+   * server.setApiKeys([newKey]);         // revoke the old one
+   * ```
+   */
+  setApiKey(apiKey: string): void {
+    this.configure({ apiKey });
+  }
+
   /** Turns gzip compression of batches on, at `level` 1 (fastest) to 9 (smallest). Batches already sealed keep their bytes. */
   enableCompression(options: { level?: number } = {}): void {
     this.configure({ compression: { level: options.level ?? 6 } });
@@ -879,48 +939,153 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
     this.#strategy = 'custom';
   }
 
+  /**
+   * Stored alerts, newest first: those raised by processors, each with how many repeats its de-duplication
+   * window counted into it. Every field of `query` narrows the selection; `severity` selects that one and the
+   * more serious ones.
+   *
+   * @example
+   * ```ts
+   * const recent = gateway.alerts({ since: Date.now() - 3_600_000, severity: 'warning', sensorId: 'boiler-2' });
+   * ```
+   */
+  alerts(query: AlertQuery = {}): Alert[] {
+    const refused = this.#inputError('alerts');
+    if (refused) throw refused;
+    return this.#local.alerts(query);
+  }
+
+  /**
+   * Local history of one sensor for a display that must work offline: raw readings (kept when
+   * `localHistory.readings` > 0) or windows rolled up from stored aggregates, oldest first. Synchronous: it reads
+   * the local database.
+   *
+   * @example
+   * ```ts
+   * const { points } = gateway.query({ sensorId: 'temp-01', from: Date.now() - 86_400_000, resolution: 3600 });
+   * ```
+   */
+  query(query: HistoryQuery): QueryResult {
+    const refused = this.#inputError('query');
+    if (refused) throw refused;
+    this.#commit.flush();
+    return queryHistory(this.#storage, query, this.#local.keepsHistory);
+  }
+
+  /**
+   * Runs the processors' `flush` hooks now and lets the built-ins close the windows the clock says are over
+   * (the gateway does so every second by itself), and resolves once what they produced is stored.
+   */
+  async flushProcessors(): Promise<void> {
+    const refused = this.#inputError('flushProcessors');
+    if (refused) throw refused;
+    await this.#local.flush();
+  }
+
   /** The most recent dead letters (readings refused for good, with the reason), newest first. */
   getDeadLetters(limit = 100): DeadLetter[] {
     const refused = this.#inputError('getDeadLetters');
     if (refused) throw refused;
     return this.#storage.deadLetters(limit);
   }
+
+  #enableMetrics(): Promise<GatewayMetrics> {
+    this.#metricsLoading ??= import('../ops/gateway-metrics.js').then(
+      ({ GatewayMetrics }) => {
+        this.#metrics = new GatewayMetrics(this, {
+          storageBytes: () => (this.#lifecycle === 'running' ? this.#storage.sizeBytes() : undefined),
+          storageLimitBytes: () => (this.#lifecycle === 'running' ? this.#storage.capacity?.()?.limitBytes : undefined),
+        });
+        return this.#metrics;
+      },
+      (error: unknown) => {
+        this.#metricsLoading = undefined;
+        throw error;
+      },
+    );
+    return this.#metricsLoading;
+  }
+
+  /**
+   * The gateway's metrics in the Prometheus text format: the seed's `edge_gateway_data_points_total`,
+   * `edge_gateway_sync_success_total`, `edge_gateway_sync_failures_total`, `edge_gateway_queue_size` and
+   * `edge_gateway_processing_duration_seconds`, and the others of docs/operations.md. They live on a registry of
+   * this gateway's own. Without the `metrics` option, counting starts at the first call of this method,
+   * {@link metricsRegistry} or {@link serveHttp}.
+   *
+   * @example
+   * ```ts
+   * const gateway = new EdgeGateway({ deviceId: 'd', metrics: true });
+   * await gateway.start();
+   * console.log(await gateway.metrics()); // # HELP edge_gateway_data_points_total ...
+   * ```
+   */
+  async metrics(): Promise<string> {
+    return (await this.#enableMetrics()).metrics();
+  }
+
+  /**
+   * The prom-client registry holding this gateway's metrics, e.g. to expose them with a host's own:
+   * `Registry.merge([register, await gateway.metricsRegistry()])`. Starts counting as {@link metrics} does.
+   */
+  async metricsRegistry(): Promise<Registry> {
+    return (await this.#enableMetrics()).registry;
+  }
+
+  /**
+   * Serves `GET /health` (the health check as JSON, 503 when unhealthy), `GET /metrics` (Prometheus text) and
+   * `POST /api/v1/data` (local ingest: one reading or an array, answered once they are durable) over HTTP, on
+   * 127.0.0.1:8000 unless told otherwise. Opt-in: the library serves nothing unless asked. `close()` the server
+   * before `stop()`ping the gateway.
+   *
+   * @example
+   * ```ts
+   * const server = await gateway.serveHttp({ port: 8000 });
+   * // curl http://127.0.0.1:8000/health
+   * await server.close();
+   * ```
+   */
+  async serveHttp(options: HttpServerOptions = {}): Promise<GatewayHttpServer> {
+    const [{ serveGateway }] = await Promise.all([import('../ops/http-server.js'), this.#enableMetrics()]);
+    return serveGateway(this, options);
+  }
 }
 
 const round1 = (n: number) => Math.round(n * 10) / 10;
 
-const processorName = (processor: Processor) => processor.name ?? processor.constructor?.name ?? 'processor';
+function tlsReason(failure: NonNullable<GatewayStatus['tlsFailure']>): string {
+  return failure.code === 'PIN_MISMATCH'
+    ? `the cloud's certificate matches none of the pinned keys (pinnedCertificates): nothing is being forwarded (${failure.message})`
+    : `no trusted TLS connection to the cloud: nothing is being forwarded (${failure.message})`;
+}
 
-const isReading = (value: unknown): value is DataPoint | DataPointInput =>
-  value instanceof DataPoint ||
-  (typeof value === 'object' &&
-    value !== null &&
-    typeof (value as { sensorId?: unknown }).sensorId === 'string' &&
-    typeof (value as { value?: unknown }).value === 'number');
+/** Whether two sets of options secure the link to the cloud alike (configure() makes a new transport when not). */
+function sameTls(a: ResolvedOptions, b: ResolvedOptions): boolean {
+  const list = <T>(value: T | readonly T[] | undefined): readonly T[] =>
+    value === undefined ? [] : Array.isArray(value) ? value : [value as T];
+  const sameList = <T>(x: T | readonly T[] | undefined, y: T | readonly T[] | undefined) =>
+    list(x).length === list(y).length && list(x).every((item, i) => item === list(y)[i]);
+  return (
+    a.allowInsecure === b.allowInsecure &&
+    a.cert === b.cert &&
+    a.key === b.key &&
+    sameList(a.ca, b.ca) &&
+    sameList(a.pinnedCertificates, b.pinnedCertificates)
+  );
+}
 
-// What a processor returned, as outbox rows; throws (so the reading goes to the dead letters) when unusable.
-function rowsFromResult(result: ProcessResult, source: NormalizedPoint): OutboxInsert[] {
-  if (result === null || result === undefined) return [];
-  const items = Array.isArray(result) ? result : [result];
-  return items.map((item: unknown) => {
-    if (isReading(item)) return normalizePoint(item, source.ts);
-    if (typeof item !== 'object' || item === null) {
-      throw new TypeError(`the processor returned ${typeof item}; expected a DataPoint, an object, an array or null`);
-    }
-    const payload = JSON.stringify(item);
-    if (payload.length > MAX_PAYLOAD_BYTES) {
-      throw new RangeError(
-        `the processor returned ${payload.length} bytes of JSON; at most ${MAX_PAYLOAD_BYTES} are kept`,
-      );
-    }
-    return {
-      kind: 'processed',
-      sensorId: source.sensorId,
-      ts: source.ts,
-      value: null,
-      unit: null,
-      tags: source.tags,
-      payload,
-    };
-  });
+/** Whether two sets of options make the same processing (configure() rebuilds the chain only when not). */
+function sameProcessing(a: ResolvedOptions, b: ResolvedOptions): boolean {
+  const list = (o: ResolvedOptions) => o.processors ?? [];
+  return (
+    a.processor === b.processor &&
+    list(a).length === list(b).length &&
+    list(a).every((p, i) => p === list(b)[i]) &&
+    a.processorTimeout === b.processorTimeout &&
+    a.localAnalytics === b.localAnalytics &&
+    a.alertDedupWindow === b.alertDedupWindow &&
+    a.maxStoredAlerts === b.maxStoredAlerts &&
+    a.localHistory.readings === b.localHistory.readings &&
+    a.localHistory.aggregates === b.localHistory.aggregates
+  );
 }

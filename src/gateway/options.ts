@@ -8,14 +8,19 @@ import type { Storage } from '../storage/storage.js';
 import type { CompressionSetting } from '../sync/batch-codec.js';
 import type { ConflictResolver } from '../sync/conflict-resolver.js';
 import type { SyncStrategy } from '../sync/sync-manager.js';
+import { type CloudTlsOptions, cloudTlsProblems } from '../transport/cloud-tls.js';
 import type { Transport } from '../transport/transport.js';
 
-/** Options of {@link EdgeGateway}. Durations are in seconds, as in the `.env` file. */
-export interface EdgeGatewayOptions {
+/**
+ * Options of {@link EdgeGateway}. Durations are in seconds, as in the `.env` file. The TLS options (`ca`, `cert`,
+ * `key`, `pinnedCertificates`, `allowInsecure`) are those of {@link CloudTlsOptions}.
+ */
+export interface EdgeGatewayOptions extends CloudTlsOptions {
   /** Identifies this device to the cloud; 1 to 256 characters. */
   deviceId: string;
   /**
-   * Base URL of the cloud API, e.g. `https://cloud.example.com/api/v1`. Without it the gateway stores and
+   * Base URL of the cloud API, e.g. `https://cloud.example.com/api/v1`. `http://` is refused unless the host is
+   * loopback (127.0.0.0/8, ::1, localhost) or `allowInsecure` is true. Without it the gateway stores and
    * processes locally and syncs nothing.
    */
   cloudUrl?: string | undefined;
@@ -88,8 +93,36 @@ export interface EdgeGatewayOptions {
   durability?: 'full' | 'normal';
   /** Seconds `stop()` may spend sending what is queued before it closes. @default 5 */
   stopTimeout?: number;
-  /** Transforms each reading before it is stored. */
+  /** Transforms each reading before it is stored: a chain of one. Give this or `processors`. */
   processor?: Processor | undefined;
+  /**
+   * A chain: each reading goes through the processors in order; what one returns as readings goes on to the next.
+   * Custom processors come first, the built-ins (`WindowedAggregation`, `Deadband`, `ThresholdAlerts`,
+   * `RateOfChange`) after them: they run inside the commit. See docs/processors.md.
+   */
+  processors?: readonly Processor[] | undefined;
+  /**
+   * Seconds a processor's asynchronous `process()` (or a lifecycle hook) may take; past it the reading goes to the
+   * dead letters as if the processor had thrown. @default 5
+   */
+  processorTimeout?: number;
+  /** `false` turns the built-in processors off (they pass readings through untouched); custom ones still run. @default true */
+  localAnalytics?: boolean;
+  /**
+   * Seconds within which an alert with the same source, sensor and message as a stored one is counted into it
+   * (`count`) rather than raised, stored and synced again. Measured on the alerts' own timestamps. 0 turns it
+   * off. @default 60
+   */
+  alertDedupWindow?: number;
+  /** Most alerts kept locally for `alerts()`; the oldest go first. @default 10000 */
+  maxStoredAlerts?: number;
+  /**
+   * What is kept for `query()` besides the unsent queue (acknowledged rows leave the queue): `readings`, the most
+   * raw readings kept (a second copy of each, so it costs intake throughput; 0 keeps none), and `aggregates`, the
+   * most closed aggregation windows kept. Both bounded by count, the oldest going first.
+   * @default { readings: 0, aggregates: 100000 }
+   */
+  localHistory?: { readings?: number; aggregates?: number };
   /** Replaces the SQLite storage (then `localDb` and `durability` are not used). */
   storage?: Storage | undefined;
   /** Replaces the HTTP transport (then `cloudUrl`, `apiKey` and `connectionTimeout` are not used). */
@@ -107,6 +140,22 @@ export interface EdgeGatewayOptions {
   clock?: (() => number) | undefined;
   /** A pino-compatible logger. @default silent */
   logger?: Logger | undefined;
+  /**
+   * Collect Prometheus metrics from `start()` on (see `EdgeGateway.metrics()`). Off, the metrics module
+   * (prom-client, about 13 MiB) is loaded only when `metrics()`, `metricsRegistry()` or `serveHttp()` is first
+   * called, and counts from then on. @default false
+   */
+  metrics?: boolean;
+  /**
+   * Seconds the gateway may stay online with readings waiting and nothing acknowledged before the health check
+   * reports it `degraded` (a stuck batch, a cloud that keeps throttling). @default max(3 × syncInterval, 60)
+   */
+  stallTimeout?: number | undefined;
+  /**
+   * Seconds during which a reading set aside in the dead letters (refused by the cloud, or failed in a processor)
+   * keeps the health check `degraded`: dead letters that keep growing need a look. @default 900
+   */
+  deadLetterWindow?: number;
 }
 
 /**
@@ -137,8 +186,9 @@ export interface RetentionOptions {
    *   nothing queued is removed;
    * - `drop-oldest` (the seed's `oldest-first` is accepted as another name): the oldest queued readings not yet
    *   sealed into a batch are deleted to make room (`dropped`, reason `drop-oldest`, or `retention` past `maxDays`);
+   *   queued alerts are never removed;
    * - `downsample-oldest`: the oldest raw readings are first replaced by one aggregate per sensor and window of
-   *   `downsampleWindow` (`dropped`, reason `downsampled`), queued as processed data; only when nothing is left to
+   *   `downsampleWindow` (`dropped`, reason `downsampled`), queued as aggregates; only when nothing is left to
    *   downsample are the oldest rows dropped.
    * Under a size budget, local history is pruned, oldest first, before any queued reading (not under `reject-new`).
    * @default 'reject-new'
@@ -171,10 +221,25 @@ const hasMethods =
 
 const seconds = (max: number) => z.number().positive().max(max);
 
+const pem = z.union([z.string().min(1), z.instanceof(Buffer)], 'expected PEM text, as a string or a Buffer');
+
 export const optionsSchema = z.strictObject({
   deviceId: z.string().min(1).max(256),
-  cloudUrl: z.url({ protocol: /^https?$/ }).optional(),
-  apiKey: z.string().min(1).optional(),
+  cloudUrl: z
+    .url({ protocol: /^https?$/ })
+    .refine((url) => !/^[a-z]+:\/\/[^/?#]*@/i.test(url), 'no credentials in the URL; give the key as "apiKey"')
+    .optional(),
+  apiKey: z
+    .string()
+    .min(1)
+    .regex(/^[\x21-\x7e]+$/, 'visible ASCII characters without spaces, as a Bearer token is sent')
+    .optional(),
+  allowInsecure: z.boolean().default(false),
+  ca: z.union([pem, z.array(pem).min(1).readonly()]).optional(),
+  cert: pem.optional(),
+  key: pem.optional(),
+  // The form of each pin is checked with the URL (cloudTlsProblems), with a message that names the entry.
+  pinnedCertificates: z.array(z.string()).readonly().optional(),
   localDb: z.string().min(1).default('./data/edge_gateway.db'),
   syncStrategy: z.enum(['adaptive', 'fixed-interval', 'on-change']).default('adaptive'),
   syncInterval: seconds(86_400).default(60),
@@ -205,6 +270,25 @@ export const optionsSchema = z.strictObject({
   durability: z.enum(['full', 'normal']).default('full'),
   stopTimeout: z.number().nonnegative().max(3600).default(5),
   processor: z.custom<Processor>(hasMethods('process'), 'expected an object with a process() method').optional(),
+  processors: z
+    .array(z.custom<Processor>(hasMethods('process'), 'expected an object with a process() method'))
+    .max(100)
+    .readonly()
+    .optional(),
+  processorTimeout: seconds(3600).default(5),
+  localAnalytics: z.boolean().default(true),
+  alertDedupWindow: z
+    .number()
+    .nonnegative()
+    .max(86_400 * 31)
+    .default(60),
+  maxStoredAlerts: z.number().int().positive().max(100_000_000).default(10_000),
+  localHistory: z
+    .strictObject({
+      readings: z.number().int().nonnegative().max(1_000_000_000).default(0),
+      aggregates: z.number().int().positive().max(1_000_000_000).default(100_000),
+    })
+    .default({ readings: 0, aggregates: 100_000 }),
   storage: z.custom<Storage>(hasMethods('open', 'append', 'sealNext'), 'expected a Storage').optional(),
   transport: z.custom<Transport>(hasMethods('sendBatch', 'ping', 'close'), 'expected a Transport').optional(),
   conflictResolver: z.custom<ConflictResolver>(hasMethods('resolve'), 'expected an object with resolve()').optional(),
@@ -214,10 +298,35 @@ export const optionsSchema = z.strictObject({
   logger: z
     .custom<Logger>(hasMethods('debug', 'info', 'warn', 'error'), 'expected a pino-compatible logger')
     .optional(),
+  metrics: z.boolean().default(false),
+  stallTimeout: seconds(86_400).optional(),
+  deadLetterWindow: seconds(30 * 86_400).default(900),
 });
 
 /** Options after defaults, as the gateway uses them (see `EdgeGateway.options`). */
 export type ResolvedOptions = Omit<z.output<typeof optionsSchema>, 'retention'> & { retention: ResolvedRetention };
+
+/** Options whose values are secrets: an error names them, never shows them. */
+const SECRET_OPTION = /key$|secret|token|passphrase|password/i;
+
+/**
+ * `value` for a message: credentials in URLs masked, and fields named like secrets hidden, in plain objects and
+ * arrays down to a few levels (deeper, and in class instances, nothing is shown).
+ */
+function redact(value: unknown, depth = 0): unknown {
+  if (typeof value === 'string') return value.replace(/^([a-z][a-z0-9+.-]*:\/\/)[^/?#]*@/i, '$1***@');
+  if (typeof value !== 'object' || value === null) return value;
+  if (depth >= 4) return '…';
+  if (Array.isArray(value)) return value.map((item) => redact(item, depth + 1));
+  const prototype = Object.getPrototypeOf(value);
+  if (prototype !== Object.prototype && prototype !== null) return `a ${value.constructor?.name ?? 'object'}`;
+  return Object.fromEntries(
+    Object.entries(value).map(([k, v]) => [
+      k,
+      SECRET_OPTION.test(k) && v !== undefined ? '[hidden]' : redact(v, depth + 1),
+    ]),
+  );
+}
 
 const describeValue = (value: unknown): string => {
   if (value === undefined) return 'undefined';
@@ -309,23 +418,30 @@ export function normalizeOptions<T>(input: T): T {
 export function resolveOptions(input: unknown): ResolvedOptions {
   const parsed = optionsSchema.safeParse(normalizeOptions(input));
   if (parsed.success) {
-    if (parsed.data.maxBackoff < parsed.data.initialBackoff) {
-      throw new ConfigError([
-        `Expected the "maxBackoff" option (${parsed.data.maxBackoff}) to be at least "initialBackoff" (${parsed.data.initialBackoff})`,
-      ]);
+    const options = parsed.data;
+    const problems: string[] = [];
+    if (options.maxBackoff < options.initialBackoff) {
+      problems.push(
+        `Expected the "maxBackoff" option (${options.maxBackoff}) to be at least "initialBackoff" (${options.initialBackoff})`,
+      );
     }
-    const { maxDays, cleanupStrategy, cleanupInterval, downsampleWindow } = parsed.data.retention;
-    return { ...parsed.data, retention: { maxDays, cleanupStrategy, cleanupInterval, downsampleWindow } };
+    problems.push(...cloudTlsProblems('cloudUrl', options.cloudUrl, options));
+    if (problems.length > 0) throw new ConfigError(problems);
+    const { maxDays, cleanupStrategy, cleanupInterval, downsampleWindow } = options.retention;
+    return { ...options, retention: { maxDays, cleanupStrategy, cleanupInterval, downsampleWindow } };
   }
   const issues = parsed.error.issues.flatMap((issue) => {
     const prefix = issue.path.map(String).join('.');
     if (issue.code === 'unrecognized_keys') {
       return issue.keys.map((key) => `Misspelled option "${prefix ? `${prefix}.` : ''}${key}"${suggest(key, prefix)}`);
     }
+    const top = issue.path[0];
     const value = issue.path.length === 0 ? input : valueAt(input, issue.path);
-    return [
-      `Expected the "${prefix || '(options)'}" option to be valid: ${issue.message} (got ${describeValue(value)})`,
-    ];
+    const shown =
+      typeof top === 'string' && SECRET_OPTION.test(top)
+        ? 'a value not shown, as it is secret'
+        : describeValue(redact(value));
+    return [`Expected the "${prefix || '(options)'}" option to be valid: ${issue.message} (got ${shown})`];
   });
   throw new ConfigError(issues, { cause: parsed.error });
 }

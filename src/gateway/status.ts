@@ -26,6 +26,12 @@ export interface GatewayStatus {
   lastError: (SyncErrorEvent & { at: Date }) | null;
   /** The cloud refused the API key on the last attempt. */
   authRefused: boolean;
+  /**
+   * The last attempt found no trusted connection to the cloud: `PIN_MISMATCH` (its certificate chain holds no
+   * pinned key) or `TLS_ERROR` (certificate expired, for another host, from an unknown CA; handshake refused).
+   * Nothing was sent. Cleared when the cloud answers over a trusted connection, or by `configure()`.
+   */
+  tlsFailure: { code: 'TLS_ERROR' | 'PIN_MISMATCH'; message: string } | null;
   /** Server time minus local time at the last answer, in ms; null before one. Record writes are stamped corrected by it. */
   clockSkewMs: number | null;
   /** When the next sync cycle is due, if one is scheduled. */
@@ -128,7 +134,7 @@ export interface GatewayEvents {
   conflict: (event: ConflictEvent) => void;
   /** A change from the cloud replaced a shared record's local state (a pull, or a conflict the cloud won). */
   'record-change': (record: SyncRecord) => void;
-  /** A processor raised an alert. */
+  /** An alert was stored (raised by a processor; a repeat counted into an earlier alert is not emitted). */
   alert: (alert: Alert) => void;
   /** A background failure; the gateway carries on. */
   error: (error: Error) => void;

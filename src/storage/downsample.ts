@@ -1,10 +1,10 @@
 import type { OutboxRow } from './storage.js';
 
 /**
- * What a downsampled aggregate carries to the cloud, as the `data` of a processed-data row whose `sensorId`,
- * `unit` and `tags` are those of the readings it replaced and whose `ts` is the window's start: the same shape as
- * the aggregates of the windowed aggregation processor, told apart by `source: 'downsample'`, so that a cloud reads
- * both alike.
+ * What a downsampled aggregate carries to the cloud, as the `data` of an aggregate row (outbox kind `aggregate`,
+ * processed data on the wire) whose `sensorId`, `unit` and `tags` are those of the readings it replaced and whose
+ * `ts` is the window's start: the shape of the windowed aggregation's `AggregatePayload`, told apart by
+ * `source: 'downsample'`, so that a cloud reads both alike.
  *
  * @example
  * ```json
@@ -126,7 +126,7 @@ export function aggregateRow(members: readonly OutboxRow[], windowMs: number): O
   };
   return {
     seq: head.seq,
-    kind: 'processed',
+    kind: 'aggregate',
     sensorId: head.sensorId,
     ts: windowStartOf(head.ts, windowMs),
     value: null,

@@ -96,6 +96,70 @@ export const MIGRATIONS: readonly string[] = [
     created_at INTEGER NOT NULL
   );
   `,
+  // Local stream processing (issue 6).
+  `
+  -- Alerts (outbox kind 2) travel in a lane of their own: sealing takes them before bulk telemetry, so an alert
+  -- raised behind a long backlog goes out in the next batch. The partial index holds only queued alerts.
+  ALTER TABLE batches ADD COLUMN lane INTEGER NOT NULL DEFAULT 0;
+  CREATE INDEX outbox_alert_lane ON outbox (seq) WHERE kind = 2;
+
+  -- Alerts as raised, for local queries and de-duplication; bounded by count (maxStoredAlerts).
+  CREATE TABLE alerts (
+    id INTEGER PRIMARY KEY,
+    source TEXT NOT NULL,
+    sensor_id TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    message TEXT NOT NULL,
+    ts INTEGER NOT NULL,
+    last_ts INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    created_at INTEGER NOT NULL
+  );
+  CREATE INDEX alerts_by_key ON alerts (sensor_id, source, message, ts);
+  CREATE INDEX alerts_by_ts ON alerts (ts);
+
+  -- The state of the built-in processors (open windows, last reported values), written in the transaction that
+  -- stores the readings that changed it.
+  CREATE TABLE processor_state (
+    processor TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (processor, key)
+  ) WITHOUT ROWID;
+
+  -- Closed aggregation windows, kept for local queries after the outbox copy is acknowledged; bounded by count.
+  CREATE TABLE aggregates (
+    id INTEGER PRIMARY KEY,
+    source TEXT NOT NULL,
+    sensor_id TEXT NOT NULL,
+    tags TEXT,
+    unit TEXT,
+    window_start INTEGER NOT NULL,
+    window_ms INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    min REAL NOT NULL,
+    max REAL NOT NULL,
+    sum REAL NOT NULL,
+    mean REAL NOT NULL,
+    m2 REAL NOT NULL,
+    first REAL NOT NULL,
+    first_ts INTEGER NOT NULL,
+    last REAL NOT NULL,
+    last_ts INTEGER NOT NULL
+  );
+  CREATE INDEX aggregates_by_sensor ON aggregates (sensor_id, window_start);
+
+  -- Raw readings kept for local queries (off unless localHistory.readings > 0); bounded by count.
+  CREATE TABLE history (
+    id INTEGER PRIMARY KEY,
+    sensor_id TEXT NOT NULL,
+    ts INTEGER NOT NULL,
+    value REAL NOT NULL,
+    unit TEXT,
+    tags TEXT
+  );
+  CREATE INDEX history_by_sensor ON history (sensor_id, ts);
+  `,
 ];
 
 /** Brings the schema to the latest version. Returns the version it found. */

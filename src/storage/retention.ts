@@ -9,7 +9,8 @@ import type { Database, Statement } from 'better-sqlite3';
  * What happens to readings not yet sent when a budget (`maxRecords`, `maxBytes`, `maxDays`) is reached:
  * - `reject-new`: nothing queued is ever removed; new readings are refused (`QueueFullError` at `maxRecords`,
  *   `StorageError` `SQLITE_FULL` at `maxBytes`), and `maxDays` applies to local history only;
- * - `drop-oldest`: the oldest queued readings not yet sealed into a batch are deleted to make room;
+ * - `drop-oldest`: the oldest queued rows not yet sealed into a batch are deleted to make room (queued alerts are
+ *   never removed: they are not bulk telemetry);
  * - `downsample-oldest`: the oldest raw readings are first replaced by per-sensor window aggregates, and only when
  *   nothing is left to downsample are the oldest rows dropped.
  */
@@ -154,8 +155,8 @@ export interface RetentionStorage {
   /** The policy `append()` applies when new rows would pass `maxRows` or the size budget. */
   setPolicy(policy: IntakePolicy): void;
   setListener(listener: RetentionListener | undefined): void;
-  /** Rows sealed into batches not yet acknowledged: rows no policy may remove. */
-  sealedCount(): number;
+  /** Queued rows no policy may remove: those sealed into batches not yet acknowledged, and alerts. */
+  protectedCount(): number;
   /** Prunes up to `limit` rows in all, step by step (older than `before` when given); returns the rows removed. */
   pruneHistory(before: number | undefined, limit: number): number;
   /** The highest seq queued (0 when the queue is empty). */

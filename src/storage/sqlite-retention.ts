@@ -36,9 +36,11 @@ interface RangeStats {
   hi: number | null;
 }
 
-// Outbox kind codes (see SqliteStorage): only raw readings are downsampled; aggregates go in as processed data.
+// Outbox kind codes (see SqliteStorage): only raw readings are downsampled, into aggregates (the kind of the
+// windowed aggregation's rows); queued alerts (their own lane) are never removed: an alert is not bulk telemetry.
 const KIND_READING = 0;
-const KIND_PROCESSED = 1;
+const KIND_ALERT = 2;
+const KIND_AGGREGATE = 3;
 /** Most rows one downsampling read takes at a time. */
 const SCAN_CHUNK = 5000;
 /** Fewest rows one downsampling read takes: enough for several windows of several sensors. */
@@ -62,18 +64,28 @@ const toReading = ([seq, sensorId, ts, value, unit, tags]: RawReading): OutboxRo
   payload: null,
 });
 
-// The rows no policy may touch are those of sealed batches: every seq up to the highest sealed one. (With lanes of
-// batches, the bulk lane's highest sealed seq, and never alert rows.)
+// The rows no policy may touch: those of sealed batches, and alerts. Each lane of batches seals its own rows in seq
+// order, and an alert batch may be sealed ahead of older bulk rows: the bulk rows sealed are every one up to the
+// bulk lane's highest sealed seq (as SqliteStorage's sealing decides), and alert rows are left out by kind.
 function prepare(db: Database) {
   return {
-    sealedThrough: db.prepare('SELECT coalesce(max(last_seq), 0) FROM batches').pluck(),
+    sealedThrough: db.prepare('SELECT coalesce(max(last_seq), 0) FROM batches WHERE lane = 0').pluck(),
     sealedCount: db.prepare('SELECT coalesce(sum(count), 0) FROM batches').pluck(),
+    // Alerts queued and not in a sealed batch (the partial index of the alert lane holds only queued alerts).
+    unsealedAlerts: db
+      .prepare(
+        `SELECT count(*) FROM outbox WHERE kind = ${KIND_ALERT}
+         AND seq > coalesce((SELECT max(last_seq) FROM batches WHERE lane = 1), 0)`,
+      )
+      .pluck(),
     maxSeq: db.prepare('SELECT max(seq) FROM outbox').pluck(),
-    nthAfter: db.prepare('SELECT seq FROM outbox WHERE seq > ? ORDER BY seq LIMIT 1 OFFSET ?').pluck(),
+    nthAfter: db
+      .prepare(`SELECT seq FROM outbox WHERE seq > ? AND kind <> ${KIND_ALERT} ORDER BY seq LIMIT 1 OFFSET ?`)
+      .pluck(),
     rangeStats: db.prepare(
-      'SELECT count(*) AS n, min(seq) AS lo, max(seq) AS hi FROM outbox WHERE seq > ? AND seq <= ?',
+      `SELECT count(*) AS n, min(seq) AS lo, max(seq) AS hi FROM outbox WHERE seq > ? AND seq <= ? AND kind <> ${KIND_ALERT}`,
     ),
-    deleteRange: db.prepare('DELETE FROM outbox WHERE seq > ? AND seq <= ?'),
+    deleteRange: db.prepare(`DELETE FROM outbox WHERE seq > ? AND seq <= ? AND kind <> ${KIND_ALERT}`),
     oldestRaw: db
       .prepare(
         `SELECT seq, sensor_id, ts, value, unit, tags FROM outbox WHERE seq > ? AND kind = ${KIND_READING}
@@ -89,9 +101,10 @@ function prepare(db: Database) {
     // Readings replaced by aggregates go by runs: a range delete costs about what deleting one row does.
     deleteRun: db.prepare(`DELETE FROM outbox WHERE seq BETWEEN ? AND ? AND kind = ${KIND_READING} AND ts < ?`),
     expiredStats: db.prepare(
-      'SELECT count(*) AS n, min(seq) AS lo, max(seq) AS hi FROM outbox WHERE seq > ? AND seq <= ? AND ts < ?',
+      `SELECT count(*) AS n, min(seq) AS lo, max(seq) AS hi FROM outbox
+       WHERE seq > ? AND seq <= ? AND ts < ? AND kind <> ${KIND_ALERT}`,
     ),
-    deleteExpired: db.prepare('DELETE FROM outbox WHERE seq > ? AND seq <= ? AND ts < ?'),
+    deleteExpired: db.prepare(`DELETE FROM outbox WHERE seq > ? AND seq <= ? AND ts < ? AND kind <> ${KIND_ALERT}`),
     insert: db.prepare(
       'INSERT INTO outbox (seq, kind, sensor_id, ts, value, unit, tags, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
     ),
@@ -145,15 +158,15 @@ export class SqliteRetention implements RetentionStorage {
     return this.#policy?.strategy ?? 'reject-new';
   }
 
-  sealedCount(): number {
-    return this.#s.sealedCount.get() as number;
+  protectedCount(): number {
+    return (this.#s.sealedCount.get() as number) + (this.#s.unsealedAlerts.get() as number);
   }
 
-  // ---- intake: called by SqliteStorage.append ----
+  // ---- intake: called by SqliteStorage.append and SqliteStorage.intake ----
 
   /**
    * Rows to remove so that `incoming` more fit under `maxRows`; throws `QueueFullError` when even every row not yet
-   * sealed would not make room. Read before the intake's transaction (nothing can run in between: all of it is
+   * sealed (alerts excepted) would not make room. Read before the intake's transaction (nothing can run in between: all of it is
    * synchronous), so that a refusal is a `QueueFullError`, not a failed transaction.
    */
   planRoom(incoming: number): number {
@@ -162,7 +175,7 @@ export class SqliteRetention implements RetentionStorage {
     const pending = this.#host.pendingCount();
     const overflow = pending + incoming - policy.maxRows;
     if (overflow <= 0) return 0;
-    if (overflow > pending - this.sealedCount()) throw new QueueFullError(policy.maxRows, incoming);
+    if (overflow > pending - this.protectedCount()) throw new QueueFullError(policy.maxRows, incoming);
     return overflow;
   }
 
@@ -435,7 +448,7 @@ export class SqliteRetention implements RetentionStorage {
     let lo = Number.POSITIVE_INFINITY;
     let hi = Number.NEGATIVE_INFINITY;
     for (const { row, seqs } of chosen) {
-      this.#s.insert.run(row.seq, KIND_PROCESSED, row.sensorId, row.ts, row.value, row.unit, row.tags, row.payload);
+      this.#s.insert.run(row.seq, KIND_AGGREGATE, row.sensorId, row.ts, row.value, row.unit, row.tags, row.payload);
       lo = Math.min(lo, seqs[0] as number);
       hi = Math.max(hi, seqs[seqs.length - 1] as number);
     }

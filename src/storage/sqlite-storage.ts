@@ -4,6 +4,7 @@ import { dirname } from 'node:path';
 import BetterSqlite3, { type Database, type Statement } from 'better-sqlite3';
 import { ConfigError, StorageError } from '../errors.js';
 import { DatabaseLock } from './database-lock.js';
+import { LocalTables } from './local-tables.js';
 import { MIGRATIONS, migrate, verifySchema } from './migrations.js';
 import {
   CorruptDatabaseError,
@@ -17,15 +18,22 @@ import { type RetentionStorage, tablePruneStep } from './retention.js';
 import { SqliteRecordStorage } from './sqlite-records.js';
 import { SqliteRetention } from './sqlite-retention.js';
 import type {
+  AggregateInsert,
   DeadLetter,
   DeadLetterInsert,
+  HistoryRow,
+  IntakeResult,
+  IntakeWork,
   OutboxInsert,
   OutboxKind,
   OutboxRow,
   SealedBatch,
   SealInput,
+  SeriesRange,
   Storage,
   StorageCapacity,
+  StoredAlert,
+  StoredAlertQuery,
 } from './storage.js';
 
 /** Options of {@link SqliteStorage}. */
@@ -70,8 +78,11 @@ const NO_PAGE_LIMIT = 4294967294;
 /** Attempts of one append to free room under the size budget (drop-oldest, downsample-oldest) before it fails. */
 const MAX_FREE_ATTEMPTS = 16;
 
-const KIND_CODES: Record<OutboxKind, number> = { reading: 0, processed: 1 };
-const KINDS: readonly OutboxKind[] = ['reading', 'processed'];
+const KIND_CODES: Record<OutboxKind, number> = { reading: 0, processed: 1, alert: 2, aggregate: 3 };
+const KINDS: readonly OutboxKind[] = ['reading', 'processed', 'alert', 'aggregate'];
+/** Batches of the bulk lane (readings, processed data, aggregates) and of the alert lane (outbox kind 2). */
+const BULK_LANE = 0;
+const ALERT_LANE = 1;
 
 interface RawRow {
   seq: number;
@@ -94,6 +105,7 @@ interface RawBatch {
   content_encoding: string | null;
   hash: string;
   attempts: number;
+  lane: number;
 }
 
 const toRow = (raw: RawRow): OutboxRow => ({
@@ -131,17 +143,24 @@ function prepareStatements(db: Database) {
     ),
     oldestBatch: db.prepare('SELECT * FROM batches ORDER BY batch_no LIMIT 1'),
     batch: db.prepare('SELECT * FROM batches WHERE batch_no = ?'),
+    // Each lane seals its own rows in seq order; alerts are few, and the bulk lane's scan steps over them.
     unsealed: db.prepare(
-      'SELECT * FROM outbox WHERE seq > coalesce((SELECT max(last_seq) FROM batches), 0) ORDER BY seq LIMIT ?',
+      `SELECT * FROM outbox WHERE seq > coalesce((SELECT max(last_seq) FROM batches WHERE lane = ${BULK_LANE}), 0)
+       AND kind <> 2 ORDER BY seq LIMIT ?`,
+    ),
+    unsealedAlerts: db.prepare(
+      `SELECT * FROM outbox WHERE kind = 2
+       AND seq > coalesce((SELECT max(last_seq) FROM batches WHERE lane = ${ALERT_LANE}), 0) ORDER BY seq LIMIT ?`,
     ),
     insertBatch: db.prepare(
-      `INSERT INTO batches (batch_no, first_seq, last_seq, count, body, content_type, content_encoding, hash, created_at)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      `INSERT INTO batches (batch_no, first_seq, last_seq, count, body, content_type, content_encoding, hash, created_at, lane)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
     ),
     attempt: db.prepare('UPDATE batches SET attempts = attempts + 1 WHERE batch_no = ?'),
-    deleteRange: db.prepare('DELETE FROM outbox WHERE seq BETWEEN ? AND ?'),
+    // A lane's batch covers a seq range in which the other lane's rows may sit: the kind test leaves those alone.
+    deleteRange: db.prepare('DELETE FROM outbox WHERE seq BETWEEN ? AND ? AND (kind = 2) = ?'),
     deleteBatch: db.prepare('DELETE FROM batches WHERE batch_no = ?'),
-    rowsInRange: db.prepare('SELECT * FROM outbox WHERE seq BETWEEN ? AND ?'),
+    rowsInRange: db.prepare('SELECT * FROM outbox WHERE seq BETWEEN ? AND ? AND (kind = 2) = ?'),
     deleteRow: db.prepare('DELETE FROM outbox WHERE seq = ?'),
     getMeta: db.prepare('SELECT value FROM meta WHERE key = ?').pluck(),
     setMeta: db.prepare(
@@ -149,6 +168,7 @@ function prepareStatements(db: Database) {
     ),
     deadLetters: db.prepare('SELECT * FROM dead_letters ORDER BY id DESC LIMIT ?'),
     deadLetterCount: db.prepare('SELECT count(*) FROM dead_letters').pluck(),
+    tables: new LocalTables(db),
   };
 }
 
@@ -447,6 +467,10 @@ export class SqliteStorage implements Storage {
     });
     retention.register(tablePruneStep('dead_letters', 'created_at'));
     retention.register(tablePruneStep('record_dead_letters', 'created_at'));
+    // Local history of the processors (all epoch ms): alerts by when they were stored, aggregates by their window.
+    retention.register(tablePruneStep('alerts', 'created_at'));
+    retention.register(tablePruneStep('aggregates', 'window_start'));
+    retention.register(tablePruneStep('history', 'ts'));
     return retention;
   }
 
@@ -583,20 +607,59 @@ export class SqliteStorage implements Storage {
   append(rows: readonly OutboxInsert[], deadLetters: readonly DeadLetterInsert[] = []): number {
     const first = this.#nextSeq;
     const { insert } = this.#s;
+    this.#admit(rows.length, () => {
+      let seq = first;
+      for (const row of rows) {
+        insert.run(seq++, KIND_CODES[row.kind], row.sensorId, row.ts, row.value, row.unit, row.tags, row.payload);
+      }
+      const now = Date.now();
+      for (const dead of deadLetters) this.#insertDead(dead, now);
+      return rows.length;
+    });
+    return first;
+  }
+
+  /** Like {@link SqliteStorage.append}, retention policy included: room is made for the rows and the alerts. */
+  intake(work: IntakeWork): IntakeResult {
+    const first = this.#nextSeq;
+    let seq = first;
+    const { insert, tables } = this.#s;
+    const queue = (row: OutboxInsert) => {
+      insert.run(seq++, KIND_CODES[row.kind], row.sensorId, row.ts, row.value, row.unit, row.tags, row.payload);
+    };
+    // An alert may be counted into a stored one rather than queued: room is planned for every alert, so that at
+    // worst a few more old rows go than were needed.
+    let raised: StoredAlert[] = [];
+    this.#admit(work.rows.length + work.alerts.length, () => {
+      seq = first;
+      for (const row of work.rows) queue(row);
+      const now = Date.now();
+      for (const dead of work.deadLetters) this.#insertDead(dead, now);
+      raised = tables.storeAlerts(work.alerts, work.dedupWindowMs, work.maxAlerts, queue);
+      tables.storeAggregates(work.aggregates, work.maxAggregates);
+      tables.storeHistory(work.rows, work.maxHistory);
+      tables.writeState(work.state);
+      return seq - first;
+    });
+    return { firstSeq: first, raised };
+  }
+
+  // The intake transaction of append() and intake(): `work` queues rows from `#nextSeq` on (and whatever else it
+  // stores) and returns how many it queued, at most `incoming`. Under a `drop-oldest` or `downsample-oldest` policy
+  // room is made first, in the same transaction, for rows that would pass `maxRows` (or `QueueFullError` is thrown
+  // when rows sealed into batches leave too little); when the size budget refuses the write, room is freed in a
+  // transaction of its own and `work` runs again. Counts move only after the commit: a failed one assigns nothing.
+  #admit(incoming: number, work: () => number): void {
     const retention = this.#retention;
     for (let attempt = 0; ; attempt++) {
-      const room = retention?.planRoom(rows.length) ?? 0;
+      const room = retention?.planRoom(incoming) ?? 0;
+      let queued: number;
       try {
-        this.#write(
+        queued = this.#write(
           'append',
           () => {
             retention?.makeRoom(room);
-            let seq = first;
-            for (const row of rows) {
-              insert.run(seq++, KIND_CODES[row.kind], row.sensorId, row.ts, row.value, row.unit, row.tags, row.payload);
-            }
-            const now = Date.now();
-            for (const dead of deadLetters) this.#insertDead(dead, now);
+            return work();
           },
           'intake',
         );
@@ -607,19 +670,34 @@ export class SqliteStorage implements Storage {
         }
         let freed = false;
         try {
-          freed = retention.freeForIntake(attempt, rows.length);
+          freed = retention.freeForIntake(attempt, incoming);
         } catch {
-          // Freeing needs room too (a full disk): the refusal of the append is what to report.
+          // Freeing needs room too (a full disk): the refusal of the write is what to report.
         }
         if (!freed) throw error;
         continue;
       }
-      // Only after the commit: a failed transaction assigns nothing.
-      this.#nextSeq += rows.length;
-      this.#pending += rows.length;
+      this.#nextSeq += queued;
+      this.#pending += queued;
       retention?.commitStaged();
-      return first;
+      return;
     }
+  }
+
+  alerts(query: StoredAlertQuery): StoredAlert[] {
+    return this.#s.tables.alerts(this.#database, query);
+  }
+
+  processorState(processor: string): Map<string, string> {
+    return this.#s.tables.processorState(processor);
+  }
+
+  aggregates(range: SeriesRange): AggregateInsert[] {
+    return this.#s.tables.aggregates(range);
+  }
+
+  history(range: SeriesRange): HistoryRow[] {
+    return this.#s.tables.history(range);
   }
 
   pendingCount(): number {
@@ -645,7 +723,14 @@ export class SqliteStorage implements Storage {
 
   #seal(limit: number, encode: (batchNo: number, rows: readonly OutboxRow[]) => SealInput): SealedBatch | undefined {
     return this.#write('seal', () => {
-      const rows = (this.#s.unsealed.all(limit) as RawRow[]).map(toRow);
+      // Alerts first: they jump a backlog of telemetry, however long.
+      let lane = ALERT_LANE;
+      let raw = this.#s.unsealedAlerts.all(limit) as RawRow[];
+      if (raw.length === 0) {
+        lane = BULK_LANE;
+        raw = this.#s.unsealed.all(limit) as RawRow[];
+      }
+      const rows = raw.map(toRow);
       if (rows.length === 0) return undefined;
       const batchNo = Number(this.#s.getMeta.get('next_batch_no') ?? '1');
       const input = encode(batchNo, rows);
@@ -660,6 +745,7 @@ export class SqliteStorage implements Storage {
         input.contentEncoding,
         input.hash,
         Date.now(),
+        lane,
       );
       return { ...input, batchNo, attempts: 0 };
     });
@@ -673,7 +759,7 @@ export class SqliteStorage implements Storage {
     const removed = this.#write('acknowledge', () => {
       const batch = this.#s.batch.get(batchNo) as RawBatch | undefined;
       if (!batch) return 0;
-      const { changes } = this.#s.deleteRange.run(batch.first_seq, batch.last_seq);
+      const { changes } = this.#s.deleteRange.run(batch.first_seq, batch.last_seq, batch.lane === ALERT_LANE ? 1 : 0);
       this.#s.deleteBatch.run(batchNo);
       const acked = Number(this.#s.getMeta.get('acked_through') ?? '0');
       if (batch.last_seq > acked) this.#s.setMeta.run('acked_through', String(batch.last_seq));
@@ -690,7 +776,8 @@ export class SqliteStorage implements Storage {
       let count = 0;
       if (deadLetters.size > 0) {
         const now = Date.now();
-        for (const raw of this.#s.rowsInRange.all(batch.first_seq, batch.last_seq) as RawRow[]) {
+        const lane = batch.lane === ALERT_LANE ? 1 : 0;
+        for (const raw of this.#s.rowsInRange.all(batch.first_seq, batch.last_seq, lane) as RawRow[]) {
           const reason = deadLetters.get(raw.seq);
           if (reason === undefined) continue;
           this.#insertDead({ ...toRow(raw), reason, source }, now);

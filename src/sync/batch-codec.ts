@@ -54,6 +54,7 @@ export function encodeBatch(
       contentType: COMPACT_BATCH_CONTENT_TYPE,
       contentEncoding: null,
       hash: createHash('sha256').update(body).digest('hex'),
+      rawBytes: raw.byteLength,
     };
   }
   const points = rows.map(pointJson).join(',');
@@ -71,5 +72,6 @@ export function encodeBatch(
     contentType: JSON_BATCH_CONTENT_TYPE,
     contentEncoding: compression === false ? null : 'gzip',
     hash,
+    rawBytes: raw.byteLength,
   };
 }

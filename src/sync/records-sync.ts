@@ -128,8 +128,8 @@ export class RecordsSync {
     return this.#o.storage.mutationCount();
   }
 
-  /** Pushes what is pending, then pulls when `pull` or when anything was pushed. */
-  async run(transport: Transport, signal: AbortSignal, pull: boolean): Promise<RecordsCycle> {
+  /** Pushes what is pending, then pulls: always, never, or only when anything was pushed (`if-pushed`). */
+  async run(transport: Transport, signal: AbortSignal, pull: boolean | 'if-pushed'): Promise<RecordsCycle> {
     const cycle: RecordsCycle = { pushed: 0, applied: 0, conflicts: 0, rejected: 0, pulled: 0 };
     if (!this.#supported || !transport.pushRecords || !transport.pullRecords) return cycle;
     for (let round = 0; round < MAX_PUSH_ROUNDS && !signal.aborted; round++) {
@@ -138,7 +138,7 @@ export class RecordsSync {
       const settled = await this.#push(transport, mutations, signal, cycle);
       if (cycle.failure || settled === 0) break;
     }
-    if (cycle.failure || signal.aborted || (!pull && cycle.pushed === 0)) return cycle;
+    if (cycle.failure || signal.aborted || pull === false || (pull === 'if-pushed' && cycle.pushed === 0)) return cycle;
     for (let page = 0; page < MAX_PULL_PAGES && !signal.aborted; page++) {
       const more = await this.#pull(transport, signal, cycle);
       if (!more) break;

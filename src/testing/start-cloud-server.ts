@@ -6,7 +6,7 @@ export interface ThrowawayCloud {
   server: CloudServer;
   /** Base URL to pass as `cloudUrl`. */
   url: string;
-  /** The API key it accepts. */
+  /** The API key it accepts: the first of `apiKeys` (when given as a key, not a hash), else `test-key`. */
   apiKey: string;
   /** Every reading stored for `deviceId` (all devices when omitted), following cursors to the end. */
   points(deviceId?: string): Promise<StoredPoint[]>;
@@ -25,7 +25,8 @@ export interface ThrowawayCloud {
  * ```
  */
 export async function startCloudServer(options: Partial<CloudServerOptions> = {}): Promise<ThrowawayCloud> {
-  const apiKey = options.apiKeys?.[0] ?? 'test-key';
+  const first = options.apiKeys?.[0];
+  const apiKey = (typeof first === 'string' ? first : first?.key) ?? 'test-key';
   const server = await CloudServer.listen({
     port: 0,
     host: '127.0.0.1',

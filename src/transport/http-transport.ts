@@ -1,7 +1,9 @@
 import { Agent as HttpAgent, request as httpRequest, type IncomingHttpHeaders, type IncomingMessage } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
+import { checkServerIdentity, type PeerCertificate } from 'node:tls';
 import { gzipSync } from 'fflate';
 import type { z } from 'zod';
+import { CertificatePinError, ConfigError, isCertificatePinError } from '../errors.js';
 import {
   type PullResponse,
   type PushRequest,
@@ -10,12 +12,17 @@ import {
   pushResponseSchema,
 } from '../model/records-wire.js';
 import { batchAckSchema, errorBodySchema } from '../model/wire.js';
+import { checkPins } from './certificate-pins.js';
+import { type CloudTlsOptions, cloudTlsProblems } from './cloud-tls.js';
 import { parseRetryAfter } from './retry-after.js';
-import type { ExchangeResult, OutgoingBatch, PingResult, SendResult, Transport } from './transport.js';
+import type { ExchangeResult, OutgoingBatch, PingResult, RetryableCode, SendResult, Transport } from './transport.js';
 
-/** Options of {@link HttpTransport}. */
-export interface HttpTransportOptions {
-  /** Base URL of the cloud API, e.g. `https://cloud.example.com/api/v1`. */
+/** Options of {@link HttpTransport}. The TLS ones are those of {@link CloudTlsOptions}. */
+export interface HttpTransportOptions extends CloudTlsOptions {
+  /**
+   * Base URL of the cloud API, e.g. `https://cloud.example.com/api/v1`. `http://` only to a loopback host, or with
+   * `allowInsecure`.
+   */
   baseUrl: string;
   /** Sent as `Authorization: Bearer <apiKey>`. */
   apiKey?: string | undefined;
@@ -37,16 +44,78 @@ interface Answer {
 
 class ExchangeError extends Error {
   constructor(
-    readonly code: 'timeout' | 'network',
+    readonly code: Exclude<RetryableCode, 'server' | 'throttled'>,
     message: string,
   ) {
     super(message);
   }
 }
 
+/** OpenSSL's certificate verification failures, by the `code` Node gives them (plus its own host name check). */
+const CERTIFICATE_ERRORS = new Set([
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_CRL',
+  'UNABLE_TO_DECRYPT_CERT_SIGNATURE',
+  'UNABLE_TO_DECRYPT_CRL_SIGNATURE',
+  'UNABLE_TO_DECODE_ISSUER_PUBLIC_KEY',
+  'CERT_SIGNATURE_FAILURE',
+  'CRL_SIGNATURE_FAILURE',
+  'CERT_NOT_YET_VALID',
+  'CERT_HAS_EXPIRED',
+  'CRL_NOT_YET_VALID',
+  'CRL_HAS_EXPIRED',
+  'ERROR_IN_CERT_NOT_BEFORE_FIELD',
+  'ERROR_IN_CERT_NOT_AFTER_FIELD',
+  'ERROR_IN_CRL_LAST_UPDATE_FIELD',
+  'ERROR_IN_CRL_NEXT_UPDATE_FIELD',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'CERT_CHAIN_TOO_LONG',
+  'CERT_REVOKED',
+  'INVALID_CA',
+  'PATH_LENGTH_EXCEEDED',
+  'INVALID_PURPOSE',
+  'CERT_UNTRUSTED',
+  'CERT_REJECTED',
+  'HOSTNAME_MISMATCH',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+]);
+
+/** OpenSSL's reason (`wrong version number`), without the error queue's codes and source paths. */
+function opensslReason(error: NodeJS.ErrnoException & { reason?: unknown }): string {
+  if (typeof error.reason === 'string') return error.reason;
+  return /SSL routines:[^:]*:([^:]+)/.exec(error.message)?.[1] ?? error.message.trim();
+}
+
+/**
+ * A failed request as the gateway reports it: a pin mismatch, a certificate or handshake refusal (both `tls`-like
+ * codes: they do not fix themselves by retrying soon), or a network failure.
+ */
+function exchangeError(error: NodeJS.ErrnoException): ExchangeError {
+  if (isCertificatePinError(error)) return new ExchangeError('pin-mismatch', error.message);
+  const code = error.code ?? '';
+  if (CERTIFICATE_ERRORS.has(code)) {
+    return new ExchangeError('tls', `the cloud's TLS certificate is not trusted: ${error.message} (${code})`);
+  }
+  // EPROTO: what Node gives an OpenSSL failure met while writing, e.g. a plain-HTTP server behind an https:// URL.
+  if (code.startsWith('ERR_SSL_') || code === 'EPROTO') {
+    return new ExchangeError('tls', `the TLS handshake with the cloud failed: ${opensslReason(error)} (${code})`);
+  }
+  return new ExchangeError('network', code ? `${error.message} (${code})` : error.message);
+}
+
 /**
  * The default {@link Transport}: HTTP(S) on `node:http`, one keep-alive connection, no retries of its own (the
  * gateway owns retries, because they must survive restarts).
+ *
+ * TLS: certificate validation is always on (`rejectUnauthorized` is set, so `NODE_TLS_REJECT_UNAUTHORIZED=0`
+ * cannot turn it off). Pins are checked in `checkServerIdentity`, which Node runs on each full handshake after the
+ * chain and host name checks and before the socket is handed to the request: a refused connection never carries a
+ * request byte, and its session is not kept for resumption. A resumed session is one this transport's agent
+ * cached from a connection that passed the same checks (Node does not run them again on it; the server proves it
+ * holds that session's secret). Its constructor throws {@link ConfigError} for options it cannot honour.
  *
  * Why not fetch (or ky over it): measured here, fetch's first real exchange costs ~17 MiB more resident memory
  * than node:http's (it compiles its parser to WebAssembly), and under garbage collection an abort did not always
@@ -61,6 +130,8 @@ export class HttpTransport implements Transport {
   readonly #request: typeof httpRequest;
 
   constructor(options: HttpTransportOptions) {
+    const problems = cloudTlsProblems('baseUrl', options.baseUrl, options);
+    if (problems.length > 0) throw new ConfigError(problems);
     this.#base = new URL(options.baseUrl.endsWith('/') ? options.baseUrl : `${options.baseUrl}/`);
     this.#headers = options.apiKey ? { authorization: `Bearer ${options.apiKey}` } : {};
     this.#timeoutMs = options.timeoutMs ?? 30_000;
@@ -68,7 +139,9 @@ export class HttpTransport implements Transport {
     // One batch is in flight at a time: one socket, kept alive between batches.
     // An idle socket is dropped after 4 s, before a server's usual 5 s keep-alive closes it under a request.
     const agentOptions = { keepAlive: true, maxSockets: 2, maxFreeSockets: 1, timeout: 4000 };
-    this.#agent = https ? new HttpsAgent(agentOptions) : new HttpAgent(agentOptions);
+    this.#agent = https
+      ? new HttpsAgent({ ...agentOptions, ...tlsAgentOptions(options) })
+      : new HttpAgent(agentOptions);
     this.#request = https ? (httpsRequest as typeof httpRequest) : httpRequest;
   }
 
@@ -106,9 +179,7 @@ export class HttpTransport implements Transport {
       const timer = setTimeout(() => finish(new ExchangeError('timeout', 'request timed out')), this.#timeoutMs);
       const onAbort = () => finish(signal?.reason ?? new Error('aborted'));
       signal?.addEventListener('abort', onAbort, { once: true });
-      request.on('error', (error: NodeJS.ErrnoException) => {
-        finish(new ExchangeError('network', error.code ? `${error.message} (${error.code})` : error.message));
-      });
+      request.on('error', (error: NodeJS.ErrnoException) => finish(exchangeError(error)));
       request.on('response', (response: IncomingMessage) => {
         const chunks: Buffer[] = [];
         let size = 0;
@@ -225,13 +296,35 @@ export class HttpTransport implements Transport {
         : { reachable: true };
     } catch (error) {
       if (signal?.aborted) throw error;
-      return { reachable: false, message: (error as Error).message };
+      return error instanceof ExchangeError
+        ? { reachable: false, message: error.message, code: error.code }
+        : { reachable: false, message: (error as Error).message };
     }
   }
 
   async close(): Promise<void> {
     this.#agent.destroy();
   }
+}
+
+/** The TLS part of the agent's options: validation always on, the CA, the client certificate and the pins. */
+function tlsAgentOptions(options: CloudTlsOptions) {
+  const pins = options.pinnedCertificates ? new Set(options.pinnedCertificates) : undefined;
+  return {
+    rejectUnauthorized: true,
+    ...(options.ca === undefined ? {} : { ca: options.ca as string | Buffer | (string | Buffer)[] }),
+    ...(options.cert === undefined ? {} : { cert: options.cert }),
+    ...(options.key === undefined ? {} : { key: options.key }),
+    // Node's own host name check first; the pins only once it passed. Node calls this from a socket callback:
+    // a throw would escape to the host's process, so one becomes the refusal of the connection.
+    checkServerIdentity: (host: string, certificate: PeerCertificate): Error | undefined => {
+      try {
+        return checkServerIdentity(host, certificate) ?? (pins ? checkPins(host, certificate, pins) : undefined);
+      } catch (error) {
+        return new CertificatePinError(host, [], { cause: error });
+      }
+    },
+  };
 }
 
 function retryable(error: unknown): SendResult {

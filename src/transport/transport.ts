@@ -19,8 +19,13 @@ export interface OutgoingBatch {
   readonly idempotencyKey: string;
 }
 
-/** Why a send may succeed if tried again later. */
-export type RetryableCode = 'network' | 'timeout' | 'server' | 'throttled';
+/**
+ * Why a send may succeed if tried again later. `tls`: the cloud's certificate was not trusted (expired, another
+ * host's, an unknown CA) or the TLS handshake was refused (e.g. a client certificate the cloud does not take);
+ * `pin-mismatch`: its certificate chain holds no pinned key. Those two do not fix themselves within seconds: the
+ * gateway retries them at its longest interval, reports them in health, and never sends without the check.
+ */
+export type RetryableCode = 'network' | 'timeout' | 'server' | 'throttled' | 'tls' | 'pin-mismatch';
 
 /** The outcome of one attempt to send one batch. */
 export type SendResult =
@@ -51,7 +56,7 @@ export type SendResult =
 /** The outcome of a liveness probe. */
 export type PingResult =
   | { readonly reachable: true; readonly serverTime?: string }
-  | { readonly reachable: false; readonly message: string };
+  | { readonly reachable: false; readonly message: string; readonly code?: RetryableCode };
 
 /** The outcome of a records exchange (push or pull). */
 export type ExchangeResult<T> =

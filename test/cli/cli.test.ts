@@ -122,6 +122,8 @@ describe('edge-gateway CLI', () => {
           LOCAL_DB_PATH: join(dir, 'edge.db'),
           LOG_LEVEL: 'info',
           WORKER_THREADS: '2',
+          DATA_RETENTION_DAYS: '7',
+          HTTP_PORT: '0',
         },
       },
     );
@@ -163,6 +165,7 @@ describe('edge-gateway start (in process)', () => {
       LOCAL_DB_PATH: join(dir, 'edge.db'),
       LOG_FILE: logFile,
       LOG_LEVEL: 'debug',
+      HTTP_PORT: '0',
     });
     let stop: (signal: string) => void = () => {};
     const io = captureIo(new Promise((resolve) => (stop = resolve)));
@@ -191,7 +194,12 @@ describe('edge-gateway start (in process)', () => {
     dir = mkdtempSync(join(tmpdir(), 'edge-gateway-cli-'));
     const saved = { ...process.env };
     delete process.env.CLOUD_API_URL;
-    Object.assign(process.env, { DEVICE_ID: 'local-only', LOCAL_DB_PATH: join(dir, 'edge.db'), LOG_LEVEL: 'silent' });
+    Object.assign(process.env, {
+      DEVICE_ID: 'local-only',
+      LOCAL_DB_PATH: join(dir, 'edge.db'),
+      LOG_LEVEL: 'silent',
+      HTTP_ENABLED: 'false',
+    });
     const io = captureIo(Promise.resolve('SIGINT'));
     try {
       expect(await runCli(['--env', join(dir, 'none.env')], io)).toBe(0);

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { gatewayOptionsFrom, ignoredVariables, loadEnv, parseEnvConfig } from '../../src/cli/env-config.js';
-import { EdgeGateway, isConfigError } from '../../src/index.js';
+import { EdgeGateway, isConfigError, WindowedAggregation } from '../../src/index.js';
 
 const root = join(import.meta.dirname, '..', '..');
 let dir: string | undefined;
@@ -38,6 +38,7 @@ describe('CLI configuration', () => {
       maxRetryAttempts: 5,
       batchSize: 100,
       retention: { maxDays: 7 },
+      processors: [expect.any(WindowedAggregation)],
     });
   });
 
@@ -80,6 +81,20 @@ describe('CLI configuration', () => {
     expect(gatewayOptionsFrom(parseEnvConfig({ DEVICE_ID: 'd', COMPRESSION_LEVEL: '9' })).compression).toEqual({
       level: 9,
     });
+  });
+
+  it('turns on windowed aggregation with ENABLE_LOCAL_ANALYTICS or AGGREGATION_WINDOW_SECONDS, and off with false', () => {
+    const options = (env: Record<string, string>) => gatewayOptionsFrom(parseEnvConfig({ DEVICE_ID: 'd', ...env }));
+    const windows = (env: Record<string, string>) =>
+      (options(env).processors ?? []).map((p) => (p as WindowedAggregation).windowMs);
+    expect(windows({ ENABLE_LOCAL_ANALYTICS: 'true' })).toEqual([300_000]);
+    expect(windows({ ENABLE_LOCAL_ANALYTICS: 'true', AGGREGATION_WINDOW_SECONDS: '60' })).toEqual([60_000]);
+    expect(windows({ AGGREGATION_WINDOW_SECONDS: '15' })).toEqual([15_000]);
+    expect(windows({})).toEqual([]);
+    expect(options({ ENABLE_LOCAL_ANALYTICS: 'false', AGGREGATION_WINDOW_SECONDS: '60' })).toMatchObject({
+      localAnalytics: false,
+    });
+    expect(windows({ ENABLE_LOCAL_ANALYTICS: 'false', AGGREGATION_WINDOW_SECONDS: '60' })).toEqual([]);
   });
 
   it('reports the variables of features not built yet, so none is ignored silently', () => {

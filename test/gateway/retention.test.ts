@@ -11,6 +11,7 @@ import {
   isStorageError,
   type PrunedEvent,
   type StorageError,
+  ThresholdAlerts,
 } from '../../src/index.js';
 import { startCloudServer, type ThrowawayCloud } from '../../src/testing/index.js';
 import { mulberry32 } from '../chaos/lib/chaos-config.js';
@@ -283,6 +284,53 @@ describe('EdgeGateway retention', () => {
       expect(outboxCount(path)).toBe(gateway.getStatus().pendingSyncCount);
       expect(gateway.healthCheck().status).not.toBe('unhealthy');
       expect(readDb(path, (db) => db.pragma('page_count', { simple: true }) as number) * 4096).toBeLessThanOrEqual(MIB);
+    });
+
+    it('makes room at a full queue when processors run (the intake path), and never drops a queued alert', async () => {
+      const path = tempDbPath();
+      const gateway = createGateway({
+        localDb: path,
+        maxOfflineQueueSize: 100,
+        retention: { cleanupStrategy: 'drop-oldest' },
+        processors: [
+          new ThresholdAlerts({ rules: [{ sensors: ['s1'], above: 1000, severity: 'critical', notifyClear: false }] }),
+        ],
+      });
+      await gateway.start();
+      const { dropped, total } = watch(gateway);
+      const alerts: unknown[] = [];
+      gateway.on('alert', (alert) => alerts.push(alert));
+      expect(await gateway.sendBatch(readingsOf(100))).toBe(100);
+
+      // 19 readings and one past the threshold: 20 readings and the alert's own row, 21 over.
+      const hot = { sensorId: 's1', value: 5000, unit: 'C', tags: { site: 'A' }, timestamp: T0 + 119_000 };
+      expect(await gateway.sendBatch([...readingsOf(19, { from: 100, start: T0 + 100_000 }), hot])).toBe(20);
+      expect(alerts).toHaveLength(1);
+      expect(dropped).toEqual([
+        expect.objectContaining({ reason: 'drop-oldest', count: 21, firstSeq: 1, lastSeq: 21 }),
+      ]);
+      expect(gateway.getStatus().pendingSyncCount).toBe(100);
+      expect(queuedValues(path)).toEqual([...range(21, 118), 5000]);
+
+      // Then past the alert's seq (121): readings on either side of it go, the alert stays queued.
+      expect(await gateway.sendBatch(readingsOf(90, { from: 200, start: T0 + 200_000 }))).toBe(90);
+      expect(await gateway.sendBatch(readingsOf(20, { from: 300, start: T0 + 300_000 }))).toBe(20);
+      expect(dropped.at(-1)).toMatchObject({ reason: 'drop-oldest', count: 20, firstSeq: 112, lastSeq: 132 });
+      expect(total('drop-oldest')).toBe(131);
+      expect(gateway.getStatus().pendingSyncCount).toBe(100);
+      expect(readDb(path, (db) => db.prepare('SELECT seq FROM outbox WHERE kind = 2').pluck().all())).toEqual([121]);
+      expect(queuedValues(path)).toEqual([...range(211, 289), ...range(300, 319)]);
+      // 99 readings can go, not the alert: 100 new ones are refused whole.
+      await expect(gateway.sendBatch(readingsOf(100, { from: 400 }))).rejects.toSatisfy(isQueueFullError);
+
+      const cloud = await startCloud();
+      await drainTo(gateway, cloud);
+      const points = await cloud.points(gateway.options.deviceId);
+      expect(points.filter((p) => p.data !== undefined)).toEqual([
+        expect.objectContaining({ data: { alert: expect.objectContaining({ severity: 'critical' }) } }),
+      ]);
+      // Accepted = delivered + dropped, to the reading.
+      expect(points.filter((p) => p.value !== undefined).length + total('drop-oldest')).toBe(230);
     });
 
     it('brings the queue down to a lowered maxRecords at the next cleanup', async () => {

@@ -13,7 +13,14 @@ import {
   tablePruneStep,
 } from '../../src/index.js';
 import { migrate } from '../../src/storage/migrations.js';
-import type { DeadLetterInsert, OutboxInsert, OutboxKind, OutboxRow } from '../../src/storage/storage.js';
+import type {
+  AggregateInsert,
+  DeadLetterInsert,
+  IntakeWork,
+  OutboxInsert,
+  OutboxKind,
+  OutboxRow,
+} from '../../src/storage/storage.js';
 import { encodeBatch } from '../../src/sync/batch-codec.js';
 import { mulberry32 } from '../chaos/lib/chaos-config.js';
 import { defer } from '../helpers/cleanup.js';
@@ -79,6 +86,35 @@ const outbox = (path: string) =>
   ) as (Omit<OutboxRow, 'kind'> & { kind: number })[];
 
 const seqsOf = (path: string) => outbox(path).map((row) => row.seq);
+
+/** What the gateway's intake stores when processors run: `rows`, one alert per `alerts` timestamp, and more. */
+const intakeWork = (
+  rows: OutboxInsert[],
+  {
+    alerts = [],
+    aggregates = [],
+    maxHistory = 0,
+  }: { alerts?: number[]; aggregates?: AggregateInsert[]; maxHistory?: number } = {},
+): IntakeWork => ({
+  rows,
+  deadLetters: [],
+  alerts: alerts.map((ts, i) => ({
+    source: 'test',
+    sensorId: 's1',
+    severity: 'critical',
+    message: `alert ${i}`,
+    ts,
+    payload: JSON.stringify({ alert: { severity: 'critical', message: `alert ${i}`, source: 'test' } }),
+  })),
+  dedupWindowMs: 0,
+  maxAlerts: 100,
+  aggregates,
+  maxAggregates: 100,
+  maxHistory,
+  state: [],
+});
+
+const KIND_ALERT = 2;
 
 const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => from + i);
 
@@ -169,6 +205,82 @@ describe('SqliteStorage retention', () => {
     });
   });
 
+  describe('queued alerts', () => {
+    it('keeps a queued alert when drop-oldest makes room, and refuses what only it would make room for', () => {
+      const { path, storage, removals } = open({ maxRows: 10 });
+      storage.intake(intakeWork(series(5), { alerts: [T0] }));
+      storage.append(series(4, { from: 5 }));
+      expect(outbox(path).find((row) => row.kind === KIND_ALERT)?.seq).toBe(6);
+      storage.append(series(7, { from: 9 }));
+      expect(removals).toEqual([
+        { reason: 'drop-oldest', budget: 'maxRecords', count: 7, aggregates: 0, firstSeq: 1, lastSeq: 8 },
+      ]);
+      expect(seqsOf(path)).toEqual([6, ...range(9, 17)]);
+      expect(storage.pendingCount()).toBe(10);
+
+      // Nine readings can go, not the alert: ten new ones do not fit.
+      expect(() => storage.append(series(10, { from: 16 }))).toThrow(
+        expect.objectContaining({ name: 'QueueFullError' }),
+      );
+      storage.append(series(9, { from: 16 }));
+      expect(seqsOf(path)).toEqual([6, ...range(18, 26)]);
+    });
+
+    it("protects the bulk rows up to the bulk lane's highest sealed seq, not up to an alert batch sealed ahead of them", () => {
+      const { path, storage, removals } = open({ maxRows: 6 });
+      storage.intake(intakeWork(series(5)));
+      storage.intake(intakeWork([], { alerts: [T0] }));
+      // The alert lane seals first: a batch of seq 6 alone, while readings 1-5 are not sealed.
+      expect(seal(storage, 100)).toMatchObject({ firstSeq: 6, lastSeq: 6 });
+      storage.append(series(3, { from: 5 }));
+      expect(removals).toEqual([expect.objectContaining({ reason: 'drop-oldest', count: 3, firstSeq: 1, lastSeq: 3 })]);
+      expect(seqsOf(path)).toEqual([4, 5, 6, 7, 8, 9]);
+    });
+
+    it('keeps queued alerts older than maxDays under drop-oldest', () => {
+      const { path, storage, removals } = open();
+      storage.intake(intakeWork(series(10, { stepMs: MINUTE }), { alerts: [T0] }));
+      for (let from: number | undefined = 0; from !== undefined; ) {
+        from = storage.retention.expire(T0 + 60 * MINUTE, from, 4);
+      }
+      expect(removals.reduce((n, r) => n + r.count, 0)).toBe(10);
+      expect(outbox(path).map((row) => [row.seq, row.kind])).toEqual([[11, KIND_ALERT]]);
+      expect(storage.pendingCount()).toBe(1);
+    });
+
+    it("lets the processors' local history (alerts, aggregates, raw history) be pruned past maxDays, not the queued alert", () => {
+      const { path, storage, pruned } = open();
+      const aggregate: AggregateInsert = {
+        source: 'aggregation',
+        sensorId: 's1',
+        tags: null,
+        unit: 'C',
+        windowStart: T0,
+        windowMs: MINUTE,
+        count: 2,
+        min: 0,
+        max: 1,
+        sum: 1,
+        mean: 0.5,
+        m2: 0.5,
+        first: 0,
+        firstTs: T0,
+        last: 1,
+        lastTs: T0 + 1000,
+      };
+      storage.intake(intakeWork(series(2), { alerts: [T0], aggregates: [aggregate], maxHistory: 100 }));
+      // Alerts go by when they were stored (now), aggregates by window start, raw history by reading time (T0).
+      expect(storage.retention.pruneHistory(T0 + MINUTE, 100)).toBe(3);
+      expect(pruned).toEqual([
+        { step: 'aggregates', count: 1, budget: 'maxDays' },
+        { step: 'history', count: 2, budget: 'maxDays' },
+      ]);
+      expect(storage.retention.pruneHistory(Date.now() + MINUTE, 100)).toBe(1);
+      expect(pruned[2]).toEqual({ step: 'alerts', count: 1, budget: 'maxDays' });
+      expect(outbox(path).filter((row) => row.kind === KIND_ALERT)).toHaveLength(1);
+    });
+  });
+
   describe('downsample-oldest at maxRows', () => {
     it('replaces the oldest raw readings by one aggregate per sensor, unit and window, exact against a plain computation', () => {
       const random = mulberry32(0xd0d0);
@@ -192,7 +304,7 @@ describe('SqliteStorage retention', () => {
       expect(stored).toHaveLength(401 - removal.count + 1);
       expect(storage.pendingCount()).toBe(stored.length);
 
-      const aggregates = stored.filter((row) => row.kind === 1);
+      const aggregates = stored.filter((row) => row.kind === 3);
       expect(aggregates).toHaveLength(1);
       const aggregate = aggregates[0] as (typeof stored)[number];
       const window = Math.floor(aggregate.ts / windowMs) * windowMs;
@@ -228,7 +340,7 @@ describe('SqliteStorage retention', () => {
       ]);
       const stored = outbox(path);
       expect(stored).toHaveLength(68 - 10);
-      const aggregates = stored.filter((row) => row.kind === 1);
+      const aggregates = stored.filter((row) => row.kind === 3);
       expect(aggregates.map((a) => [a.seq, a.sensorId, a.ts, a.tags])).toEqual([
         [1, 's1', T0, '{"site":"A"}'],
         [2, 's2', T0, '{"site":"A"}'],
@@ -287,9 +399,9 @@ describe('SqliteStorage retention', () => {
       expect(removals.reduce((n, r) => n + r.count, 0)).toBe(40);
       expect(removals.reduce((n, r) => n + r.aggregates, 0)).toBe(4);
       const stored = outbox(path);
-      expect(stored.filter((row) => row.kind === 1).map((row) => row.seq)).toEqual([1, 11, 21, 31]);
+      expect(stored.filter((row) => row.kind === 3).map((row) => row.seq)).toEqual([1, 11, 21, 31]);
       expect(stored.filter((row) => row.kind === 0).map((row) => row.seq)).toEqual(range(41, 100));
-      const windows = stored.filter((row) => row.kind === 1).map((row) => JSON.parse(row.payload as string));
+      const windows = stored.filter((row) => row.kind === 3).map((row) => JSON.parse(row.payload as string));
       expect(windows.map((w: DownsampledAggregate) => [w.aggregate.count, w.aggregate.min, w.aggregate.max])).toEqual([
         [10, 0, 9],
         [10, 10, 19],
@@ -339,9 +451,10 @@ describe('SqliteStorage retention', () => {
       const insert = db.prepare('INSERT INTO samples (at_s) VALUES (?)');
       for (const at of [100, 200, 300, 400]) insert.run(at);
       db.close();
-      expect(storage.retention.steps).toEqual(['dead_letters', 'record_dead_letters']);
+      const builtIn = ['dead_letters', 'record_dead_letters', 'alerts', 'aggregates', 'history'];
+      expect(storage.retention.steps).toEqual(builtIn);
       const remove = storage.retention.register(tablePruneStep('samples', 'at_s', { unit: 's' }));
-      expect(storage.retention.steps).toEqual(['dead_letters', 'record_dead_letters', 'samples']);
+      expect(storage.retention.steps).toEqual([...builtIn, 'samples']);
       expect(storage.retention.pruneHistory(250_000, 100)).toBe(2);
       expect(pruned).toEqual([{ step: 'samples', count: 2, budget: 'maxDays' }]);
       expect(() => storage.retention.register(tablePruneStep('samples', 'at_s'))).toThrow(/registered already/);

@@ -453,8 +453,14 @@ describe('SqliteStorage', () => {
       const path = tempDbPath();
       makeDatabase(path);
       const bytes = readFileSync(path);
-      const at = bytes.indexOf('batch_no INTEGER PRIMARY KEY');
-      bytes.write('batch_nx', at); // still valid SQL, but no longer the table the statements use
+      // Every copy: a migration that altered the table (ALTER TABLE) leaves the old text in a free page too.
+      for (
+        let at = bytes.indexOf('batch_no INTEGER PRIMARY KEY');
+        at >= 0;
+        at = bytes.indexOf('batch_no INTEGER PRIMARY KEY', at + 1)
+      ) {
+        bytes.write('batch_nx', at); // still valid SQL, but no longer the table the statements use
+      }
       writeFileSync(path, bytes);
       expect(readDb(path, (db) => db.pragma('quick_check', { simple: true }))).toBe('ok');
       expect(openStorage(path).quarantined?.reason).toMatch(
