@@ -101,12 +101,30 @@ export class QueueFullError extends EdgeGatewayError {
 export class StorageError extends EdgeGatewayError {
   /** The SQLite result code behind the failure (e.g. `SQLITE_FULL`), when there is one. */
   readonly sqliteCode: string | undefined;
+  /**
+   * Set when the database could not be opened because another gateway holds it (`sqliteCode` `SQLITE_BUSY`):
+   * which process, on which host, since when, as that process wrote it in the lock file `<localDb>.lock`.
+   */
+  readonly inUseBy: DatabaseHolder | undefined;
 
-  constructor(message: string, options?: { cause?: unknown; sqliteCode?: string | undefined }) {
+  constructor(
+    message: string,
+    options?: { cause?: unknown; sqliteCode?: string | undefined; inUseBy?: DatabaseHolder | undefined },
+  ) {
     super('STORAGE_FAILED', message, options);
     this.name = 'StorageError';
     this.sqliteCode = options?.sqliteCode;
+    this.inUseBy = options?.inUseBy;
   }
+}
+
+/** The process that holds a local database, from its lock file; see {@link StorageError.inUseBy}. */
+export interface DatabaseHolder {
+  /** Its process id (on `hostname`). */
+  readonly pid: number;
+  readonly hostname: string;
+  /** When it took the database, ISO 8601. */
+  readonly since: string;
 }
 
 /**

@@ -55,6 +55,10 @@ export const envSchema = z.object({
   ENABLE_LOCAL_ANALYTICS: optional(bool),
   AGGREGATION_WINDOW_SECONDS: optional(positive(86_400)),
   DATA_RETENTION_DAYS: optional(positive(36_500)),
+  CLEANUP_STRATEGY: optional(z.enum(['reject-new', 'drop-oldest', 'downsample-oldest', 'oldest-first'])),
+  CLEANUP_INTERVAL_SECONDS: optional(positive(7 * 86_400)),
+  MAX_DATABASE_SIZE_MB: optional(positive(Number.MAX_SAFE_INTEGER / 1048576).min(1)),
+  DB_TIMEOUT_SECONDS: optional(z.coerce.number().nonnegative().max(3600)),
   COMPRESSION_ENABLED: optional(bool),
   COMPRESSION_LEVEL: optional(int(1, 9)),
   BATCH_SIZE: optional(int(1, 10_000)),
@@ -89,7 +93,7 @@ export const DEFAULT_HTTP_PORT = 8000;
 export type EnvConfig = z.output<typeof envSchema>;
 
 /** Variables accepted for compatibility with the original spec whose features are not built yet. */
-const NOT_YET = ['DATA_RETENTION_DAYS', 'WORKER_THREADS'] as const;
+const NOT_YET = ['WORKER_THREADS'] as const;
 
 /**
  * Reads the `.env` file at `path` (when it exists) under the process environment: a variable set in the
@@ -169,6 +173,13 @@ export function gatewayOptionsFrom(config: EnvConfig): EdgeGatewayOptions {
   if (config.BATCH_SIZE) options.batchSize = config.BATCH_SIZE;
   if (config.SYNC_STRATEGY) options.syncStrategy = config.SYNC_STRATEGY;
   if (config.DURABILITY) options.durability = config.DURABILITY;
+  if (config.MAX_DATABASE_SIZE_MB) options.maxDatabaseSize = Math.floor(config.MAX_DATABASE_SIZE_MB * 1048576);
+  if (config.DB_TIMEOUT_SECONDS !== undefined) options.dbTimeout = config.DB_TIMEOUT_SECONDS;
+  const retention: NonNullable<EdgeGatewayOptions['retention']> = {};
+  if (config.DATA_RETENTION_DAYS) retention.maxDays = config.DATA_RETENTION_DAYS;
+  if (config.CLEANUP_STRATEGY) retention.cleanupStrategy = config.CLEANUP_STRATEGY;
+  if (config.CLEANUP_INTERVAL_SECONDS) retention.cleanupInterval = config.CLEANUP_INTERVAL_SECONDS;
+  if (Object.keys(retention).length > 0) options.retention = retention;
   if (config.COMPRESSION_ENABLED === false) options.compression = false;
   else if (config.COMPRESSION_LEVEL) options.compression = { level: config.COMPRESSION_LEVEL };
   // As in the original .env.example: local analytics means windowed aggregates, synced beside the raw readings.
