@@ -1,6 +1,7 @@
 /**
  * `npm run bench`: every figure of docs/benchmarks.md, each beside a ceiling or a reference measured in the same
- * run, because these machines are shared and noisy. Sections (all by default; `--only=wire,backlog` to choose):
+ * run, because these machines are shared and noisy. Sections (all by default; `--only=wire,backlog`, or the names
+ * alone as in `npm run bench -- peers`, to choose):
  *
  *   throughput  awaited sendData() (many concurrent callers) and sendBatch() against a raw better-sqlite3 insert of
  *               the same rows with the same durability (the ceiling); end to end to a loopback reference cloud
@@ -10,21 +11,44 @@
  *   eventloop   event-loop delay and sendData() latency while a backlog drains, batches encoded inline or in a
  *               worker thread (workerThreads), compact and JSON, batches of 1000 and 5000
  *               (`--eventloop-rounds=2 --eventloop-backlog=200000`)
+ *   records     shared records synced and conflicts resolved per second, against a bare client of the server
+ *   retention   intake at a full queue (drop-oldest, downsample-oldest), cleanup cost per row and its longest
+ *               step, giving space back, and what auto_vacuum=INCREMENTAL costs
+ *   processing  the cost of the built-in chain (aggregation + deadband + one alert rule) against no processors
+ *   peers       the same readings through what a user would otherwise pick (PouchDB replicating to express-pouchdb,
+ *               MQTT.js QoS 1 with a LevelDB store to an Aedes broker): durable ingest, end to end, bytes on the
+ *               wire and peak RSS, as ratios to edge-gateway
+ *   disk        bytes a queued reading takes in the local database, for sizing disks against outages
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { createServer as createTcpServer } from 'node:net';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MessageChannel } from 'node:worker_threads';
 import BetterSqlite3 from 'better-sqlite3';
 import { gzipSync as fflateGzip } from 'fflate';
-import { EdgeGateway } from '../src/index.js';
+import { Deadband, EdgeGateway, type EdgeGatewayOptions, ThresholdAlerts, WindowedAggregation } from '../src/index.js';
 import { MIGRATIONS } from '../src/storage/migrations.js';
 import { encodeBatch } from '../src/sync/batch-codec.js';
 import { startCloudServer } from '../src/testing/index.js';
+import { diskSection } from './disk.js';
+import { recordsSection } from './records.js';
+import { retentionSection } from './retention.js';
 
-const args = new Map(process.argv.slice(2).map((a) => a.replace(/^--/, '').split('=') as [string, string]));
-const ONLY = new Set((args.get('only') ?? 'throughput,wire,footprint,backlog,eventloop').split(','));
+const argv = process.argv.slice(2);
+const args = new Map(argv.map((a) => a.replace(/^--/, '').split('=') as [string, string]));
+const named = argv.filter((a) => !a.startsWith('--'));
+const ONLY = new Set(
+  (
+    args.get('only') ??
+    (named.length > 0
+      ? named.join(',')
+      : 'throughput,wire,footprint,backlog,eventloop,records,processing,disk,peers,retention')
+  ).split(','),
+);
 const FOOTPRINT_SECONDS = Number(args.get('footprint-seconds') ?? 60);
 const BACKLOGS = (args.get('backlogs') ?? '10000,1000000,10000000').split(',').map(Number);
 const N = Number(args.get('n') ?? 200_000);
@@ -34,6 +58,9 @@ const CALLERS = Number(args.get('callers') ?? 1000);
 const DURABILITY = (args.get('durability') ?? 'full') as 'full' | 'normal';
 const EVENTLOOP_ROUNDS = Number(args.get('eventloop-rounds') ?? 2);
 const EVENTLOOP_BACKLOG = Number(args.get('eventloop-backlog') ?? 200_000);
+// Under 65,535: MQTT.js keeps at most that many QoS 1 packets in its store (one per 16-bit packet id).
+const PEERS_N = Number(args.get('peers-n') ?? 50_000);
+const PEERS_BATCH = Number(args.get('peers-batch') ?? 100);
 
 const dir = mkdtempSync(join(tmpdir(), 'edge-gateway-bench-'));
 let fileNo = 0;
@@ -303,12 +330,20 @@ function runChild(script: string, childArgs: string[]): Promise<Record<string, n
   });
 }
 
+let built = false;
+/** Builds dist/ once a run, for the sections whose child processes run the package as users do. */
+function buildDist(): void {
+  if (built) return;
+  const build = spawnSync('npx', ['tsup', '--silent'], { stdio: 'inherit' });
+  if (build.status !== 0) throw new Error('the build failed');
+  built = true;
+}
+
 async function footprint(): Promise<void> {
   console.log(
     `## Footprint: a gateway process (built dist/, default options) syncing to a loopback cloud, ${FOOTPRINT_SECONDS} s per rate\n`,
   );
-  const build = spawnSync('npx', ['tsup', '--silent'], { stdio: 'inherit' });
-  if (build.status !== 0) throw new Error('the build failed');
+  buildDist();
   const cloud = await startCloudServer();
   const idle = await runChild('footprint-child.mjs', ['0', '5', cloud.url, cloud.apiKey]);
   console.log(
@@ -388,6 +423,219 @@ async function eventLoop(): Promise<void> {
   );
 }
 
+/** The chain the processing section measures: what a plant-floor gateway would typically run. */
+const benchChain = (): Partial<EdgeGatewayOptions> => ({
+  processors: [
+    new Deadband({ absolute: 0.25, heartbeat: 300 }),
+    new ThresholdAlerts({ rules: [{ above: 29.5, hysteresis: 1, severity: 'warning' }] }),
+    new WindowedAggregation({ window: 60, grace: 5 }),
+  ],
+});
+
+async function processingRun(
+  chain: Partial<EdgeGatewayOptions>,
+  mode: 'sendBatch' | 'sendData',
+): Promise<{ rate: number; stored: number; alerts: number }> {
+  const gateway = new EdgeGateway({ deviceId: 'bench', localDb: freshPath(), maxOfflineQueueSize: 10 * N, ...chain });
+  await gateway.start();
+  const t0 = performance.now();
+  if (mode === 'sendBatch') {
+    for (let i = 0; i < N; i += 1000) {
+      await gateway.sendBatch(Array.from({ length: Math.min(1000, N - i) }, (_, j) => reading(i + j)));
+    }
+  } else {
+    let next = 0;
+    await Promise.all(
+      Array.from({ length: CALLERS }, async () => {
+        for (let i = next++; i < N; i = next++) await gateway.sendData(reading(i));
+      }),
+    );
+  }
+  const seconds = (performance.now() - t0) / 1000;
+  const stored = gateway.getStatus().pendingSyncCount;
+  const alerts = gateway.alerts({ limit: 100_000 }).length;
+  await gateway.stop();
+  return { rate: N / seconds, stored, alerts };
+}
+
+async function processing(): Promise<void> {
+  console.log(
+    `## Processing: ${N.toLocaleString('en-US')} readings of 10 sensors, median of ${ROUNDS} rounds, no cloud\n`,
+  );
+  const modes = ['sendBatch', 'sendData'] as const;
+  const runs: Record<string, { rate: number; stored: number; alerts: number }[]> = {};
+  for (const mode of modes) {
+    runs[`${mode}/none`] = [];
+    runs[`${mode}/chain`] = [];
+  }
+  for (let round = 0; round < ROUNDS; round++) {
+    for (const mode of modes) {
+      // Interleaved, so that a noisy neighbour weighs on both alike.
+      runs[`${mode}/none`]?.push(await processingRun({}, mode));
+      runs[`${mode}/chain`]?.push(await processingRun(benchChain(), mode));
+    }
+  }
+  console.log(
+    '| intake | no processors | deadband + alert rule + 60 s aggregation | ratio | rows stored (of all) | alerts |',
+  );
+  console.log('|---|---:|---:|---:|---:|---:|');
+  for (const mode of modes) {
+    const none = median((runs[`${mode}/none`] ?? []).map((r) => r.rate));
+    const chain = runs[`${mode}/chain`] ?? [];
+    const rate = median(chain.map((r) => r.rate));
+    const label = mode === 'sendBatch' ? 'awaited sendBatch() of 1000' : `awaited sendData(), ${CALLERS} callers`;
+    console.log(
+      `| ${label} | ${fmt(none)} | ${fmt(rate)} | ${(rate / none).toFixed(2)} | ${chain[0]?.stored.toLocaleString('en-US')} | ${chain[0]?.alerts} |`,
+    );
+  }
+  console.log(
+    '\nThe chain runs inside the group commit; its state is written in the same transaction as the readings.\n',
+  );
+}
+
+/** A server of one `peers` trial, on 127.0.0.1 with a free port. */
+interface PeerServer {
+  url: string;
+  apiKey?: string;
+  /** Readings the server holds (edge-gateway, PouchDB) or accepted (the MQTT broker), to check the trial by. */
+  received(): Promise<number>;
+  close(): Promise<void>;
+}
+
+type Peer = 'edge-full' | 'edge-normal' | 'pouchdb' | 'mqtt';
+type PeerPhase = 'ingest-one' | 'ingest-batch' | 'e2e';
+
+const listenOnLoopback = (server: { listen(port: number, host: string, done: () => void): unknown }) =>
+  new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+
+async function edgeCloud(): Promise<PeerServer> {
+  const cloud = await startCloudServer();
+  return {
+    url: cloud.url,
+    apiKey: cloud.apiKey,
+    received: async () => (await cloud.server.store.stats('peers-bench')).points,
+    close: () => cloud.close(),
+  };
+}
+
+/** express-pouchdb (the core of pouchdb-server) in its minimal mode, over PouchDB on LevelDB in a temp folder. */
+async function pouchServer(): Promise<PeerServer> {
+  const { default: PouchDB } = await import('pouchdb-node');
+  const { default: expressPouchDB } = await import('express-pouchdb');
+  const ServerPouch = PouchDB.defaults({ prefix: `${mkdtempSync(join(dir, 'pouchdb-server-'))}/` });
+  const server = createServer(expressPouchDB(ServerPouch, { mode: 'minimumForPouchDB' }));
+  await listenOnLoopback(server);
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/telemetry`,
+    async received() {
+      const db = new ServerPouch('telemetry');
+      const { doc_count } = await db.info();
+      await db.close();
+      return doc_count;
+    },
+    close: () =>
+      new Promise((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  };
+}
+
+/** An Aedes broker (in-memory persistence) on a plain TCP listener, counting the PUBLISHes clients sent it. */
+async function mqttBroker(): Promise<PeerServer> {
+  const { Aedes } = await import('aedes');
+  const broker = await Aedes.createBroker();
+  let accepted = 0;
+  broker.on('publish', (_packet, client) => {
+    if (client) accepted++;
+  });
+  const server = createTcpServer((socket) => broker.handle(socket));
+  await listenOnLoopback(server);
+  return {
+    url: `mqtt://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    received: async () => accepted,
+    close: () =>
+      new Promise((resolve) => {
+        broker.close(() => server.close(() => resolve()));
+      }),
+  };
+}
+
+const PEERS: readonly { peer: Peer; label: string; server: () => Promise<PeerServer> }[] = [
+  { peer: 'edge-full', label: 'edge-gateway, durability full (default)', server: edgeCloud },
+  { peer: 'edge-normal', label: 'edge-gateway, durability normal', server: edgeCloud },
+  { peer: 'pouchdb', label: 'PouchDB 9 (LevelDB) → express-pouchdb', server: pouchServer },
+  { peer: 'mqtt', label: 'MQTT.js 5 QoS 1 + mqtt-level-store → Aedes', server: mqttBroker },
+];
+
+async function peerTrial(
+  entry: (typeof PEERS)[number],
+  phase: PeerPhase,
+): Promise<Record<string, number> & { duplicates: number }> {
+  const server = phase === 'e2e' ? await entry.server() : undefined;
+  try {
+    const target = server ? [server.url, server.apiKey ?? ''] : [];
+    const counts = [String(PEERS_N), String(CALLERS), String(PEERS_BATCH)];
+    const result = await runChild('peers-child.mjs', [entry.peer, phase, ...counts, ...target]);
+    const received = server ? await server.received() : PEERS_N;
+    if (received < PEERS_N) throw new Error(`peers: ${entry.peer} ${phase}: the server has ${received} of ${PEERS_N}`);
+    return { ...result, duplicates: received - PEERS_N };
+  } finally {
+    await server?.close();
+  }
+}
+
+async function peers(): Promise<void> {
+  console.log(
+    `## Against the peers: ${PEERS_N.toLocaleString('en-US')} readings, ${CALLERS} concurrent writers, sync batches of ${PEERS_BATCH}, median of ${ROUNDS} rounds\n`,
+  );
+  buildDist();
+  const phases: PeerPhase[] = ['ingest-one', 'ingest-batch', 'e2e'];
+  const results = new Map<string, Record<string, number>[]>();
+  const key = (peer: Peer, phase: PeerPhase) => `${peer} ${phase}`;
+  for (let round = 0; round < ROUNDS; round++) {
+    // Interleaved, phase by phase, so that a noisy neighbour weighs on every side alike.
+    for (const phase of phases) {
+      for (const entry of PEERS) {
+        if (entry.peer === 'mqtt' && phase === 'ingest-batch') continue;
+        const r = await peerTrial(entry, phase);
+        if (r.duplicates > 0) console.log(`(${entry.peer}: ${r.duplicates} readings arrived twice)`);
+        results.set(key(entry.peer, phase), [...(results.get(key(entry.peer, phase)) ?? []), r]);
+      }
+    }
+  }
+  // Each ratio is taken within its round, then the median of the rounds.
+  const ratio = (peer: Peer, phase: PeerPhase, field: string) => {
+    const mine = results.get(key(peer, phase)) ?? [];
+    const edge = results.get(key('edge-full', phase)) ?? [];
+    return median(mine.map((r, i) => (r[field] as number) / (edge[i]?.[field] as number)));
+  };
+  const rate = (peer: Peer, phase: PeerPhase) => {
+    const runs = results.get(key(peer, phase));
+    if (!runs) return 'n/a';
+    return `${fmt(median(runs.map((r) => r.rate as number)))} (${ratio(peer, phase, 'rate').toFixed(3)})`;
+  };
+  console.log(
+    '| device side → server | durable ingest, one a call | durable ingest, batches of 1000 | end to end to acknowledged | wire, bytes/reading up + down | peak RSS, end to end |',
+  );
+  console.log('|---|---:|---:|---:|---:|---:|');
+  for (const { peer, label } of PEERS) {
+    const e2e = results.get(key(peer, 'e2e')) ?? [];
+    const up = median(e2e.map((r) => (r.bytesUp as number) / PEERS_N));
+    const down = median(e2e.map((r) => (r.bytesDown as number) / PEERS_N));
+    const rss = median(e2e.map((r) => r.peakRssMb as number));
+    console.log(
+      `| ${label} | ${rate(peer, 'ingest-one')} | ${rate(peer, 'ingest-batch')} | ${rate(peer, 'e2e')} | ${up.toFixed(1)} + ${down.toFixed(1)} | ${rss.toFixed(0)} MiB (${ratio(peer, 'e2e', 'peakRssMb').toFixed(2)}) |`,
+    );
+  }
+  console.log(
+    '\nIn brackets: the ratio to edge-gateway with its default durability, taken within each round. Each trial runs the',
+  );
+  console.log(
+    'device side in a process of its own (plain node; edge-gateway from dist/) against a server in this process.\n',
+  );
+}
+
 async function main(): Promise<void> {
   console.log(`edge-gateway bench, node ${process.version}, ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}\n`);
   if (ONLY.has('throughput')) await throughput();
@@ -395,6 +643,11 @@ async function main(): Promise<void> {
   if (ONLY.has('footprint')) await footprint();
   if (ONLY.has('backlog')) await backlog();
   if (ONLY.has('eventloop')) await eventLoop();
+  if (ONLY.has('records')) await recordsSection(Number(args.get('records') ?? 5000), (name) => freshPath() + name);
+  if (ONLY.has('retention')) await retentionSection((name) => `${freshPath()}-${name}`, N, ROUNDS);
+  if (ONLY.has('processing')) await processing();
+  if (ONLY.has('peers')) await peers();
+  if (ONLY.has('disk')) await diskSection(Number(args.get('disk') ?? 200_000), (name) => freshPath() + name);
 }
 
 main()

@@ -7,6 +7,7 @@ const gateway = new EdgeGateway({
   apiKey: process.env.CLOUD_API_KEY,
   localDb: process.env.LOCAL_DB_PATH,
   syncStrategy: 'on-change',
+  metrics: true, // Prometheus metrics from start(): gateway.metrics(), or GET /metrics of gateway.serveHttp()
 });
 gateway.on('sync', (result) => console.log(`synced ${result.acknowledged} reading(s) in ${result.durationMs} ms`));
 gateway.on('sync-error', (error) => console.log(`sync failed (${error.code}): ${error.message}`));
@@ -29,5 +30,11 @@ console.log(`Failed Syncs: ${status.failedSyncCount}`);
 const health = gateway.healthCheck();
 console.log(`Status: ${health.status} ${health.reasons.join('; ')}`);
 console.log(`Uptime: ${health.uptimeSeconds}s`);
+
+// The same, as a monitoring system scrapes it.
+const metrics = await gateway.metrics();
+for (const line of metrics.split('\n')) {
+  if (/^edge_gateway_(data_points_total|sync_success_total|queue_size) /.test(line)) console.log(line);
+}
 
 await gateway.stop();

@@ -11,7 +11,9 @@ export type EdgeGatewayErrorCode =
   | 'STOPPED'
   | 'QUEUE_FULL'
   | 'STORAGE_FAILED'
-  | 'PROCESSOR_FAILED';
+  | 'PROCESSOR_FAILED'
+  | 'PIN_MISMATCH'
+  | 'CLOUD_STORE_FAILED';
 
 /** Base class of every error thrown by edge-gateway. */
 export class EdgeGatewayError extends Error {
@@ -50,11 +52,12 @@ export interface ValidationIssue {
 export class ValidationError extends EdgeGatewayError {
   readonly issues: readonly ValidationIssue[];
 
-  constructor(issues: readonly ValidationIssue[]) {
+  /** @param subject what was invalid, for the message: `data point` unless told. */
+  constructor(issues: readonly ValidationIssue[], subject = 'data point') {
     const lines = issues.map(
       (issue) => `${issue.index === undefined ? '' : `[${issue.index}] `}${issue.field}: ${issue.message}`,
     );
-    super('VALIDATION_FAILED', `Invalid data point:\n  - ${lines.join('\n  - ')}`);
+    super('VALIDATION_FAILED', `Invalid ${subject}:\n  - ${lines.join('\n  - ')}`);
     this.name = 'ValidationError';
     this.issues = issues;
   }
@@ -98,11 +101,83 @@ export class QueueFullError extends EdgeGatewayError {
 export class StorageError extends EdgeGatewayError {
   /** The SQLite result code behind the failure (e.g. `SQLITE_FULL`), when there is one. */
   readonly sqliteCode: string | undefined;
+  /**
+   * Set when the database could not be opened because another gateway holds it (`sqliteCode` `SQLITE_BUSY`):
+   * which process, on which host, since when, as that process wrote it in the lock file `<localDb>.lock`.
+   */
+  readonly inUseBy: DatabaseHolder | undefined;
 
-  constructor(message: string, options?: { cause?: unknown; sqliteCode?: string | undefined }) {
+  constructor(
+    message: string,
+    options?: { cause?: unknown; sqliteCode?: string | undefined; inUseBy?: DatabaseHolder | undefined },
+  ) {
     super('STORAGE_FAILED', message, options);
     this.name = 'StorageError';
     this.sqliteCode = options?.sqliteCode;
+    this.inUseBy = options?.inUseBy;
+  }
+}
+
+/** The process that holds a local database, from its lock file; see {@link StorageError.inUseBy}. */
+export interface DatabaseHolder {
+  /** Its process id (on `hostname`). */
+  readonly pid: number;
+  readonly hostname: string;
+  /** When it took the database, ISO 8601. */
+  readonly since: string;
+}
+
+/**
+ * A processor failed: it threw, returned something that cannot be stored, or missed its deadline
+ * (`processorTimeout`). From `process()` the reading goes to the dead letters and this error is emitted as `error`;
+ * from the `start` hook, `start()` rejects with it.
+ */
+export class ProcessorError extends EdgeGatewayError {
+  /** The processor's name. */
+  readonly processor: string;
+  /** True when the processor missed its deadline rather than failing. */
+  readonly timedOut: boolean;
+
+  constructor(processor: string, message: string, options?: { cause?: unknown; timedOut?: boolean }) {
+    super('PROCESSOR_FAILED', message, options);
+    this.name = 'ProcessorError';
+    this.processor = processor;
+    this.timedOut = options?.timedOut ?? false;
+  }
+}
+
+/**
+ * The cloud's TLS certificate chain holds none of the keys in `pinnedCertificates`: the connection was closed
+ * before a byte of the request was sent. The transport reports it as a result (`retryable`, code `pin-mismatch`)
+ * and the gateway as a `sync-error` with code `PIN_MISMATCH`; it is not thrown to the host.
+ */
+export class CertificatePinError extends EdgeGatewayError {
+  /** The host the connection was for. */
+  readonly host: string;
+  /** The pins (`sha256/<base64>`) of the verified chain the server presented, leaf first. */
+  readonly presented: readonly string[];
+
+  constructor(host: string, presented: readonly { pin: string; subject: string }[], options?: { cause?: unknown }) {
+    const chain = presented.map((c) => `${c.pin} (${c.subject})`).join(', ');
+    super(
+      'PIN_MISMATCH',
+      `The certificate chain of ${host} matches none of the pinned keys (pinnedCertificates); nothing was sent. It presented: ${chain || 'no certificate that could be read'}`,
+      options,
+    );
+    this.name = 'CertificatePinError';
+    this.host = host;
+    this.presented = presented.map((c) => c.pin);
+  }
+}
+
+/**
+ * The reference cloud server's store could not be reached or failed a command: Redis refused the connection at
+ * start, went away, or answered an error. The server answers the request at hand with 500; nothing of it was stored.
+ */
+export class CloudStoreError extends EdgeGatewayError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('CLOUD_STORE_FAILED', message, options);
+    this.name = 'CloudStoreError';
   }
 }
 
@@ -114,6 +189,9 @@ const ERROR_NAMES = new Set([
   'GatewayStoppedError',
   'QueueFullError',
   'StorageError',
+  'ProcessorError',
+  'CertificatePinError',
+  'CloudStoreError',
 ]);
 
 const hasCode = (error: unknown): error is EdgeGatewayError =>
@@ -134,3 +212,6 @@ export const isNotStartedError = guard<NotStartedError>('NotStartedError');
 export const isGatewayStoppedError = guard<GatewayStoppedError>('GatewayStoppedError');
 export const isQueueFullError = guard<QueueFullError>('QueueFullError');
 export const isStorageError = guard<StorageError>('StorageError');
+export const isProcessorError = guard<ProcessorError>('ProcessorError');
+export const isCertificatePinError = guard<CertificatePinError>('CertificatePinError');
+export const isCloudStoreError = guard<CloudStoreError>('CloudStoreError');

@@ -1,18 +1,29 @@
 import { parseArgs } from 'node:util';
 import { CloudServer } from '../cloud/cloud-server.js';
-import { isEdgeGatewayError } from '../errors.js';
+import { ConfigError, isConfigError, isEdgeGatewayError } from '../errors.js';
 import { EdgeGateway } from '../gateway/edge-gateway.js';
+import type { GatewayHttpServer } from '../ops/http-server.js';
 import { SqliteStorage } from '../storage/sqlite-storage.js';
-import { gatewayOptionsFrom, ignoredVariables, loadEnv, parseEnvConfig } from './env-config.js';
+import { type CloudAccess, cloudAccessFrom } from './cloud-config.js';
+import { gatewayOptionsFrom, httpOptionsFrom, ignoredVariables, loadEnv, parseEnvConfig } from './env-config.js';
+import type { LoadTestOptions } from './load-test.js';
 import { createLogger } from './logger.js';
 
 export const USAGE = `edge-gateway: offline-first edge gateway
 
 Usage:
-  edge-gateway [start] [--env FILE]     run the gateway as a daemon, configured by .env and the environment
+  edge-gateway [start] [--env FILE]     run the gateway as a daemon, configured by .env and the environment;
+                                        serves /health, /metrics and POST /api/v1/data on 127.0.0.1:8000
+  edge-gateway status [--url URL] [--json] [--env FILE]
+                                        print a running gateway's health (GET /health) as a table
+  edge-gateway load-test --duration=SECONDS --rate=READINGS_PER_SECOND [--url URL] [--batch N]
+                         [--concurrency N] [--json]
+                                        drive a running gateway (--url) or an in-process one, then summarize
   edge-gateway --init-db [--env FILE]   create (or migrate) the local database at LOCAL_DB_PATH, then exit
-  edge-gateway cloud [--port N] [--host H] [--db FILE] [--api-key KEY ...]
-                                        run the reference cloud server
+  edge-gateway cloud [--port N] [--host H] [--db FILE | --redis URL] [--api-key KEY ...] [--keys-file FILE]
+                     [--rate-limit RPS] [--rate-burst N]
+                                        run the reference cloud server, on SQLite or on a Redis shared
+                                        with other server nodes (keys: docs/security.md)
   edge-gateway demo                     store-and-forward through an outage, end to end, in ~20 s
   edge-gateway --help | --version
 
@@ -68,6 +79,12 @@ export async function runCli(argv: readonly string[], io: CliIo = processIo): Pr
         return await start(values.env, io);
       case 'cloud':
         return await cloud(values, io);
+      case 'status': {
+        const { localUrl, runStatus } = await import('./status.js');
+        return await runStatus(values.url ?? localUrl(loadEnv(values.env)), values.json === true, io);
+      }
+      case 'load-test':
+        return await loadTest(values, io);
       case 'demo': {
         const { runDemo } = await import('./demo.js');
         return await runDemo(io);
@@ -94,7 +111,17 @@ function parse(argv: readonly string[]) {
       port: { type: 'string' },
       host: { type: 'string' },
       db: { type: 'string' },
+      redis: { type: 'string' },
       'api-key': { type: 'string', multiple: true },
+      url: { type: 'string' },
+      json: { type: 'boolean' },
+      duration: { type: 'string' },
+      rate: { type: 'string' },
+      batch: { type: 'string' },
+      concurrency: { type: 'string' },
+      'keys-file': { type: 'string' },
+      'rate-limit': { type: 'string' },
+      'rate-burst': { type: 'string' },
     },
   });
 }
@@ -123,19 +150,44 @@ function initDb(envPath: string | undefined, io: CliIo): number {
   return 0;
 }
 
+/** Seconds the daemon allows itself beyond `stopTimeout` to close its HTTP server and database on a signal. */
+const SHUTDOWN_MARGIN_SECONDS = 5;
+/** Seconds the HTTP server waits for requests in flight when the daemon stops. */
+const HTTP_CLOSE_SECONDS = 2;
+
 async function start(envPath: string | undefined, io: CliIo): Promise<number> {
   const config = parseEnvConfig(loadEnv(envPath));
-  const logger = createLogger(config.LOG_LEVEL, config.LOG_FILE);
+  const logger = createLogger(config.LOG_LEVEL, config.LOG_FILE, [config.CLOUD_API_KEY, config.INGEST_TOKEN]);
   for (const name of ignoredVariables(config)) {
     logger.warn({ variable: name }, `${name} is accepted but has no effect in this version`);
   }
   if (!config.CLOUD_API_URL) logger.warn({}, 'CLOUD_API_URL is not set: readings are stored locally and not forwarded');
-  const gateway = new EdgeGateway({ ...gatewayOptionsFrom(config), logger });
+  const gateway = new EdgeGateway({ ...gatewayOptionsFrom(config), logger, metrics: true });
   gateway.on('sync-error', (event) => logger.warn({ ...event }, `sync failed: ${event.message}`));
   gateway.on('dropped', (event) => logger.warn({ ...event }, `readings dropped: ${event.message}`));
   gateway.on('error', (error) => logger.error({ err: error }, error.message));
   await gateway.start();
-  io.out(`edge-gateway ${config.DEVICE_ID} running; database ${config.LOCAL_DB_PATH}; Ctrl-C to stop`);
+  let server: GatewayHttpServer | undefined;
+  const http = httpOptionsFrom(config);
+  if (http) {
+    try {
+      const { collectDefaultMetrics } = await import('prom-client');
+      collectDefaultMetrics({ register: await gateway.metricsRegistry() });
+      server = await gateway.serveHttp({ ...http, closeTimeout: HTTP_CLOSE_SECONDS });
+    } catch (error) {
+      await gateway.stop();
+      if (!isConfigError(error)) throw error;
+      const hint = 'choose another with HTTP_HOST and HTTP_PORT, or set HTTP_ENABLED=false';
+      throw new ConfigError(
+        error.issues.map((issue) => `${issue}; ${hint}`),
+        { cause: error },
+      );
+    }
+    logger.info({ url: server.url }, `serving /health, /metrics and POST /api/v1/data at ${server.url}`);
+  }
+  io.out(
+    `edge-gateway ${config.DEVICE_ID} running; database ${config.LOCAL_DB_PATH}${server ? `; serving ${server.url}` : ''}; Ctrl-C to stop`,
+  );
   // Not unref'd: the library's timers are, and this one is what keeps the daemon alive until a signal.
   const timer = setInterval(() => {
     const health = gateway.healthCheck();
@@ -143,10 +195,70 @@ async function start(envPath: string | undefined, io: CliIo): Promise<number> {
   }, 60_000);
   const signal = await io.untilSignal();
   clearInterval(timer);
-  logger.info({ signal }, 'stopping');
-  await gateway.stop();
+  const deadlineSeconds = gateway.options.stopTimeout + SHUTDOWN_MARGIN_SECONDS;
+  logger.info({ signal, deadlineSeconds }, 'stopping');
+  // Intake first (requests in flight are answered), then the gateway: it sends what it can within stopTimeout.
+  const stopped = (async () => {
+    await server?.close();
+    await gateway.stop();
+  })();
+  let expire: NodeJS.Timeout | undefined;
+  // Not unref'd either: a stop that hangs on nothing must still end in the exit code that says so.
+  const expired = new Promise<false>((resolve) => {
+    expire = setTimeout(() => resolve(false), deadlineSeconds * 1000);
+  });
+  const clean = await Promise.race([stopped.then(() => true), expired]);
+  clearTimeout(expire);
+  if (!clean) {
+    logger.error({ deadlineSeconds }, `did not stop within ${deadlineSeconds} s; exiting anyway`);
+    io.err(`edge-gateway did not stop within ${deadlineSeconds} s; exiting anyway (what was accepted is on disk)`);
+    return 1;
+  }
   io.out('edge-gateway stopped');
   return 0;
+}
+
+/** A positive number from a flag, within bounds, or a ConfigError naming the flag. */
+function flag(
+  values: ReturnType<typeof parse>['values'],
+  name: 'duration' | 'rate' | 'batch' | 'concurrency',
+  fallback: number,
+  max: number,
+  integer: boolean,
+): number {
+  const raw = values[name];
+  if (raw === undefined) return fallback;
+  const value = Number(raw);
+  if (!Number.isFinite(value) || value <= 0 || value > max || (integer && !Number.isInteger(value))) {
+    throw new ConfigError([
+      `Expected --${name} to be a positive ${integer ? 'integer' : 'number'} up to ${max}, got ${JSON.stringify(raw)}`,
+    ]);
+  }
+  return value;
+}
+
+async function loadTest(values: ReturnType<typeof parse>['values'], io: CliIo): Promise<number> {
+  let options: LoadTestOptions;
+  try {
+    options = {
+      duration: flag(values, 'duration', 10, 86_400, false),
+      rate: flag(values, 'rate', 100, 1_000_000, false),
+      batch: flag(values, 'batch', 1, 10_000, true),
+      concurrency: flag(values, 'concurrency', 32, 1024, true),
+      url: values.url,
+      token: values.url === undefined ? undefined : loadEnv(values.env).INGEST_TOKEN,
+    };
+    if (values.url !== undefined) {
+      const { checkLoopback } = await import('./load-test.js');
+      checkLoopback(values.url);
+    }
+  } catch (error) {
+    if (!isConfigError(error)) throw error;
+    io.err(error.issues.join('\n'));
+    return 2;
+  }
+  const { loadTestCommand } = await import('./load-test.js');
+  return loadTestCommand(options, values.json === true, io);
 }
 
 async function cloud(values: ReturnType<typeof parse>['values'], io: CliIo): Promise<number> {
@@ -155,18 +267,28 @@ async function cloud(values: ReturnType<typeof parse>['values'], io: CliIo): Pro
     io.err(`Expected --port to be an integer from 0 to 65535, got ${JSON.stringify(values.port)}`);
     return 2;
   }
-  const apiKeys = values['api-key'] ?? (process.env.CLOUD_API_KEY ? [process.env.CLOUD_API_KEY] : []);
-  if (apiKeys.length === 0) {
-    io.err('Give at least one --api-key (or CLOUD_API_KEY): the cloud server does not run open');
+  let access: CloudAccess;
+  try {
+    access = cloudAccessFrom(values, process.env);
+  } catch (error) {
+    if (!isConfigError(error)) throw error;
+    io.err(error.issues.join('\n'));
+    return 2;
+  }
+  if (values.redis !== undefined && values.db !== undefined) {
+    io.err('Give either --db or --redis: one store per server');
     return 2;
   }
   const server = await CloudServer.listen({
     port,
     host: values.host ?? '127.0.0.1',
-    dbPath: values.db ?? './data/cloud.db',
-    apiKeys,
+    ...(values.redis === undefined ? { dbPath: values.db ?? './data/cloud.db' } : { redisUrl: values.redis }),
+    apiKeys: access.apiKeys,
+    ...(access.rateLimit ? { rateLimit: access.rateLimit } : {}),
+    logger: createLogger(access.logLevel),
   });
-  io.out(`edge-gateway cloud listening at ${server.url}`);
+  const where = values.redis === undefined ? (values.db ?? './data/cloud.db') : 'Redis';
+  io.out(`edge-gateway cloud listening at ${server.url} (store: ${where})`);
   await io.untilSignal();
   await server.close();
   return 0;

@@ -3,6 +3,9 @@ import { parseEnv } from 'node:util';
 import { z } from 'zod';
 import { ConfigError } from '../errors.js';
 import { type EdgeGatewayOptions, MAX_WORKER_THREADS } from '../gateway/options.js';
+import type { HttpServerOptions } from '../ops/http-server.js';
+import { WindowedAggregation } from '../processing/builtins/windowed-aggregation.js';
+import { isLoopbackHost } from '../transport/cloud-tls.js';
 
 const bool = z
   .string()
@@ -11,6 +14,8 @@ const bool = z
   .transform((v) => ['true', '1', 'yes', 'on'].includes(v));
 const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
 const positive = (max: number) => z.coerce.number().positive().max(max);
+const cloudUrlSchema = z.url({ protocol: /^https?$/ });
+const cloudUrls = (value: string) => value.split(',').map((url) => url.trim());
 const optional = <T extends z.ZodType>(schema: T) => z.preprocess((v) => (v === '' ? undefined : v), schema.optional());
 
 /**
@@ -24,13 +29,36 @@ export const envSchema = z.object({
   LOCAL_DB_PATH: z.string().min(1).default('./data/edge_gateway.db'),
   SYNC_INTERVAL_SECONDS: optional(positive(86_400)),
   MAX_OFFLINE_QUEUE_SIZE: optional(int(1, Number.MAX_SAFE_INTEGER)),
-  CLOUD_API_URL: optional(z.url({ protocol: /^https?$/ })),
+  /** One URL, or several separated by commas: server nodes over one store, failed over in turn. */
+  CLOUD_API_URL: optional(
+    z.string().refine((v) => cloudUrls(v).every((url) => cloudUrlSchema.safeParse(url).success), {
+      message: 'an http(s) URL, or several separated by commas',
+    }),
+  ),
   CLOUD_API_KEY: optional(z.string().min(1)),
+  /** A PEM file of the CAs the cloud's certificate must chain to (in place of Node's bundled roots). */
+  CLOUD_CA_FILE: optional(z.string().min(1)),
+  /** PEM files of the client certificate and its private key, for a cloud that asks for one (mutual TLS). */
+  CLOUD_CLIENT_CERT_FILE: optional(z.string().min(1)),
+  CLOUD_CLIENT_KEY_FILE: optional(z.string().min(1)),
+  /** Public-key pins of the cloud, `sha256/<base64>`, separated by commas or spaces. */
+  CLOUD_PINNED_CERTS: optional(
+    z
+      .string()
+      .transform((v) => v.split(/[\s,]+/).filter((pin) => pin.length > 0))
+      .pipe(z.array(z.string()).min(1)),
+  ),
+  /** Allows an http:// CLOUD_API_URL to a host that is not loopback: everything then crosses the network in clear. */
+  CLOUD_ALLOW_INSECURE: optional(bool),
   CONNECTION_TIMEOUT_SECONDS: optional(positive(3600)),
   MAX_RETRY_ATTEMPTS: optional(int(1, 1000)),
   ENABLE_LOCAL_ANALYTICS: optional(bool),
   AGGREGATION_WINDOW_SECONDS: optional(positive(86_400)),
   DATA_RETENTION_DAYS: optional(positive(36_500)),
+  CLEANUP_STRATEGY: optional(z.enum(['reject-new', 'drop-oldest', 'downsample-oldest', 'oldest-first'])),
+  CLEANUP_INTERVAL_SECONDS: optional(positive(7 * 86_400)),
+  MAX_DATABASE_SIZE_MB: optional(positive(Number.MAX_SAFE_INTEGER / 1048576).min(1)),
+  DB_TIMEOUT_SECONDS: optional(z.coerce.number().nonnegative().max(3600)),
   COMPRESSION_ENABLED: optional(bool),
   COMPRESSION_LEVEL: optional(int(1, 9)),
   BATCH_SIZE: optional(int(1, 10_000)),
@@ -44,12 +72,28 @@ export const envSchema = z.object({
     .pipe(z.enum(['trace', 'debug', 'info', 'warn', 'warning', 'error', 'fatal', 'silent']))
     .transform((v) => (v === 'warning' ? 'warn' : v)),
   LOG_FILE: optional(z.string().min(1)),
+  STOP_TIMEOUT_SECONDS: optional(z.coerce.number().nonnegative().max(3600)),
+  STALL_TIMEOUT_SECONDS: optional(positive(86_400)),
+  DEAD_LETTER_WINDOW_SECONDS: optional(positive(30 * 86_400)),
+  HTTP_ENABLED: optional(bool),
+  HTTP_HOST: optional(z.string().min(1)),
+  HTTP_PORT: optional(int(0, 65_535)),
+  INGEST_MAX_BODY_BYTES: optional(int(1024, 256 * 1024 * 1024)),
+  INGEST_RATE_LIMIT: optional(z.coerce.number().nonnegative().max(1e9)),
+  INGEST_BURST: optional(int(1, 1e9)),
+  INGEST_TOKEN: optional(z.string().min(1)),
 });
+
+/** Variables whose values are secrets: never echoed in an error, redacted from logs. */
+export const SECRET_VARIABLES: ReadonlySet<string> = new Set(['CLOUD_API_KEY', 'INGEST_TOKEN']);
+
+/** The port `edge-gateway start` serves /health, /metrics and the ingest API on, unless HTTP_PORT says otherwise. */
+export const DEFAULT_HTTP_PORT = 8000;
 
 export type EnvConfig = z.output<typeof envSchema>;
 
 /** Variables accepted for compatibility with the original spec whose features are not built yet. */
-const NOT_YET = ['ENABLE_LOCAL_ANALYTICS', 'AGGREGATION_WINDOW_SECONDS', 'DATA_RETENTION_DAYS'] as const;
+const NOT_YET: readonly (keyof EnvConfig)[] = [];
 
 /**
  * Reads the `.env` file at `path` (when it exists) under the process environment: a variable set in the
@@ -75,12 +119,23 @@ export function loadEnv(
 /** Validates the environment; throws {@link ConfigError} naming each bad variable. */
 export function parseEnvConfig(env: Record<string, string>): EnvConfig {
   const parsed = envSchema.safeParse(env);
-  if (parsed.success) return parsed.data;
+  if (parsed.success) {
+    // Said here in the variables' names; the gateway would say it again in its options' names.
+    const urls = parsed.data.CLOUD_API_URL === undefined ? [] : cloudUrls(parsed.data.CLOUD_API_URL);
+    const url = urls.find((one) => one.startsWith('http:') && !isLoopbackHost(new URL(one).hostname));
+    if (url && !parsed.data.CLOUD_ALLOW_INSECURE) {
+      throw new ConfigError([
+        `Expected CLOUD_API_URL to be an https:// URL (got ${JSON.stringify(url)}): http:// is allowed only to a loopback host, or with CLOUD_ALLOW_INSECURE=true, because readings, records and the API key would cross the network in clear text`,
+      ]);
+    }
+    return parsed.data;
+  }
   throw new ConfigError(
     parsed.error.issues.map((issue) => {
       const name = String(issue.path[0] ?? '(env)');
       const value = env[name];
-      return `Expected ${name} to be valid: ${issue.message} (got ${value === undefined ? 'nothing' : JSON.stringify(value)})`;
+      const shown = SECRET_VARIABLES.has(name) ? 'a hidden value' : JSON.stringify(value);
+      return `Expected ${name} to be valid: ${issue.message} (got ${value === undefined ? 'nothing' : shown})`;
     }),
   );
 }
@@ -90,11 +145,27 @@ export function ignoredVariables(config: EnvConfig): string[] {
   return NOT_YET.filter((name) => config[name] !== undefined);
 }
 
-/** Gateway options from the environment. */
+function readPem(variable: string, path: string): string {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch (error) {
+    throw new ConfigError([`Could not read ${variable} (${path}): ${(error as Error).message}`], { cause: error });
+  }
+}
+
+/** Gateway options from the environment; reads the certificate files the TLS variables name. */
 export function gatewayOptionsFrom(config: EnvConfig): EdgeGatewayOptions {
   const options: EdgeGatewayOptions = { deviceId: config.DEVICE_ID, localDb: config.LOCAL_DB_PATH };
-  if (config.CLOUD_API_URL) options.cloudUrl = config.CLOUD_API_URL;
+  if (config.CLOUD_API_URL) {
+    const urls = cloudUrls(config.CLOUD_API_URL);
+    options.cloudUrl = urls.length === 1 ? urls[0] : urls;
+  }
   if (config.CLOUD_API_KEY) options.apiKey = config.CLOUD_API_KEY;
+  if (config.CLOUD_ALLOW_INSECURE) options.allowInsecure = true;
+  if (config.CLOUD_CA_FILE) options.ca = readPem('CLOUD_CA_FILE', config.CLOUD_CA_FILE);
+  if (config.CLOUD_CLIENT_CERT_FILE) options.cert = readPem('CLOUD_CLIENT_CERT_FILE', config.CLOUD_CLIENT_CERT_FILE);
+  if (config.CLOUD_CLIENT_KEY_FILE) options.key = readPem('CLOUD_CLIENT_KEY_FILE', config.CLOUD_CLIENT_KEY_FILE);
+  if (config.CLOUD_PINNED_CERTS) options.pinnedCertificates = config.CLOUD_PINNED_CERTS;
   if (config.SYNC_INTERVAL_SECONDS) options.syncInterval = config.SYNC_INTERVAL_SECONDS;
   if (config.MAX_OFFLINE_QUEUE_SIZE) options.maxOfflineQueueSize = config.MAX_OFFLINE_QUEUE_SIZE;
   if (config.CONNECTION_TIMEOUT_SECONDS) options.connectionTimeout = config.CONNECTION_TIMEOUT_SECONDS;
@@ -103,7 +174,34 @@ export function gatewayOptionsFrom(config: EnvConfig): EdgeGatewayOptions {
   if (config.SYNC_STRATEGY) options.syncStrategy = config.SYNC_STRATEGY;
   if (config.DURABILITY) options.durability = config.DURABILITY;
   if (config.WORKER_THREADS !== undefined) options.workerThreads = config.WORKER_THREADS;
+  if (config.MAX_DATABASE_SIZE_MB) options.maxDatabaseSize = Math.floor(config.MAX_DATABASE_SIZE_MB * 1048576);
+  if (config.DB_TIMEOUT_SECONDS !== undefined) options.dbTimeout = config.DB_TIMEOUT_SECONDS;
+  const retention: NonNullable<EdgeGatewayOptions['retention']> = {};
+  if (config.DATA_RETENTION_DAYS) retention.maxDays = config.DATA_RETENTION_DAYS;
+  if (config.CLEANUP_STRATEGY) retention.cleanupStrategy = config.CLEANUP_STRATEGY;
+  if (config.CLEANUP_INTERVAL_SECONDS) retention.cleanupInterval = config.CLEANUP_INTERVAL_SECONDS;
+  if (Object.keys(retention).length > 0) options.retention = retention;
   if (config.COMPRESSION_ENABLED === false) options.compression = false;
   else if (config.COMPRESSION_LEVEL) options.compression = { level: config.COMPRESSION_LEVEL };
+  // As in the original .env.example: local analytics means windowed aggregates, synced beside the raw readings.
+  if (config.ENABLE_LOCAL_ANALYTICS === false) options.localAnalytics = false;
+  else if (config.ENABLE_LOCAL_ANALYTICS === true || config.AGGREGATION_WINDOW_SECONDS !== undefined) {
+    options.processors = [new WindowedAggregation({ window: config.AGGREGATION_WINDOW_SECONDS ?? 300 })];
+  }
+  if (config.STOP_TIMEOUT_SECONDS !== undefined) options.stopTimeout = config.STOP_TIMEOUT_SECONDS;
+  if (config.STALL_TIMEOUT_SECONDS) options.stallTimeout = config.STALL_TIMEOUT_SECONDS;
+  if (config.DEAD_LETTER_WINDOW_SECONDS) options.deadLetterWindow = config.DEAD_LETTER_WINDOW_SECONDS;
+  return options;
+}
+
+/** The daemon's HTTP server options from the environment; undefined when `HTTP_ENABLED=false`. */
+export function httpOptionsFrom(config: EnvConfig): HttpServerOptions | undefined {
+  if (config.HTTP_ENABLED === false) return undefined;
+  const options: HttpServerOptions = { port: config.HTTP_PORT ?? DEFAULT_HTTP_PORT };
+  if (config.HTTP_HOST) options.host = config.HTTP_HOST;
+  if (config.INGEST_MAX_BODY_BYTES) options.maxBodyBytes = config.INGEST_MAX_BODY_BYTES;
+  if (config.INGEST_RATE_LIMIT !== undefined) options.rateLimit = config.INGEST_RATE_LIMIT;
+  if (config.INGEST_BURST) options.burst = config.INGEST_BURST;
+  if (config.INGEST_TOKEN) options.ingestToken = config.INGEST_TOKEN;
   return options;
 }

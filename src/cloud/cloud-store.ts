@@ -1,4 +1,11 @@
+import type { CloudRecord, MutationResult, RecordChange, RecordMutation } from '../model/records-wire.js';
 import type { BatchAck, WirePoint } from '../model/wire.js';
+import type { RateDecision } from './rate-limiter.js';
+
+/** One mutation of a push as the store decides it: valid with its stamp, or refused with a reason. */
+export type PushDecision =
+  | { kind: 'valid'; mutation: RecordMutation; stamp: RecordStamp }
+  | { kind: 'invalid'; mid: string; reason: string };
 
 /** A batch ready to store: validated, with the hash of its uncompressed body. */
 export interface IncomingBatch {
@@ -51,9 +58,68 @@ export interface TelemetryStats {
   duplicateBatches: number;
 }
 
+/** Who pushed a mutation: the envelope of its push. */
+export interface MutationContext {
+  deviceId: string;
+  replicaId: string;
+}
+
+/**
+ * The stamp a mutation is stored with: its own `hlc`, or the server's when the server restamped it because the
+ * writer's clock ran too far ahead (`restamped: true`, reported back in the `applied` result).
+ */
+export interface RecordStamp {
+  hlc: string;
+  restamped: boolean;
+}
+
+/** A cloud-side edit (`PUT /records/{collection}/{key}`): a new value, or a tombstone. */
+export type RecordEdit = { op: 'put'; value: unknown } | { op: 'delete' };
+
+/** One page of changes, oldest first. */
+export interface ChangePage {
+  changes: RecordChange[];
+  /** The `seq` of the last change returned, or the cursor asked for when there is none. */
+  cursor: number;
+  /** Whether changes past `cursor` remain. */
+  hasMore: boolean;
+}
+
+/**
+ * What a conflict answers as `current` when the record never existed in the cloud (the edge pushed against a
+ * version the cloud does not have): version 0, a tombstone, stamped before every real stamp, of no origin.
+ */
+export function neverExistedRecord(collection: string, key: string): CloudRecord {
+  return { collection, key, value: null, deleted: true, version: 0, hlc: '000000000000000-000000', origin: '' };
+}
+
+/** A device whose clock was found too far ahead of the server's: the latest finding per device. */
+export interface ClockSkewFlag {
+  deviceId: string;
+  replicaId: string;
+  /** How far the device's stamp was ahead of the server's physical time, in ms. */
+  skewMs: number;
+  /** When the server found it, ISO-8601 in the server's time. */
+  at: string;
+}
+
+export interface RecordStats {
+  /** Records that exist (tombstones not counted). */
+  records: number;
+  /** Deleted records kept as tombstones. */
+  tombstones: number;
+  /** The last change sequence number given; 0 before the first change. */
+  changeSeq: number;
+  /** The latest clock-skew finding of each device ever flagged, most recent first. */
+  flaggedDevices: ClockSkewFlag[];
+}
+
 /**
  * Where the reference cloud server keeps what it receives. Async, so that networked stores fit. Every
- * implementation stores a batch and its ledger entry atomically: a replay can never store a reading twice.
+ * implementation stores a batch and its ledger entry atomically, and a mutation's effect and its outcome
+ * atomically: a replay can never store a reading twice nor apply a mutation twice. Change sequence numbers are
+ * one counter for the whole store, strictly increasing, never reused, and a change is visible to a pull only
+ * once every change with a smaller number is.
  */
 export interface CloudStore {
   /** The stored ledger entry of a key, if any: to answer a replay before validating the body again. */
@@ -64,5 +130,41 @@ export interface CloudStore {
   noteReplay(idempotencyKey: string): Promise<void>;
   query(query: TelemetryQuery): Promise<{ points: StoredPoint[]; nextCursor: string | null }>;
   stats(deviceId?: string): Promise<TelemetryStats>;
+
+  /**
+   * Decides the mutations of one push, in order, each atomically with storing its outcome under its `mid`: a `mid`
+   * seen before gets its stored outcome, exactly; an `invalid` item is stored as `rejected` with its reason; else a
+   * `baseVersion` equal to the record's current version (0 for a record that never existed) is applied at the next
+   * version with `stamp.hlc`, origin `context.replicaId` and the next change sequence number; else the answer is
+   * `conflict` with the current record. The SQLite store commits a push in one transaction (one fsync); a store may
+   * commit item by item, as long as each item and its outcome go together.
+   */
+  pushMutations(context: MutationContext, items: readonly PushDecision[]): Promise<MutationResult[]>;
+  /** Records changed after `cursor`, in change order, each once, in its latest state; at most `limit`. */
+  pullChanges(cursor: number, limit: number): Promise<ChangePage>;
+  /** A record (a tombstone included), or `undefined` when it never existed. */
+  getRecord(collection: string, key: string): Promise<CloudRecord | undefined>;
+  /** Applies a cloud-side edit unconditionally: next version, origin `cloud`, the next change sequence number. */
+  editRecord(collection: string, key: string, edit: RecordEdit, hlc: string): Promise<CloudRecord>;
+  /** Keeps `flag` as the latest clock-skew finding of its device. */
+  flagClockSkew(flag: ClockSkewFlag): Promise<void>;
+  recordStats(): Promise<RecordStats>;
+  /**
+   * The greatest stamp ever stored, or `undefined`: the server starts its clock from it, so that its stamps never
+   * go backwards across restarts even when the machine's clock does.
+   */
+  latestHlc(): Promise<string | undefined>;
+
+  /**
+   * Takes one token from the rate bucket of the key `id` (up to `limit.burst` tokens, refilled at
+   * `limit.requestsPerSecond` by the time elapsed since the bucket's last take, never by a step of `nowMs`
+   * backwards), or says how long until one is there: the answers of the in-process `RateLimiter`. Optional: a store
+   * that has it keeps one bucket per key for every server node over it; without it each server keeps its buckets in
+   * memory, which is right for a store only one node uses (SQLite). A store that has it has {@link forgetTokens} too.
+   */
+  takeToken?(id: string, limit: { requestsPerSecond: number; burst: number }, nowMs: number): Promise<RateDecision>;
+  /** Drops the rate buckets of the keys `ids` (revoked keys): one added again starts with a full bucket. */
+  forgetTokens?(ids: readonly string[]): Promise<void>;
+
   close(): Promise<void>;
 }

@@ -1,14 +1,23 @@
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import BetterSqlite3, { type Database } from 'better-sqlite3';
+import type { CloudRecord, MutationResult, RecordChange, RecordMutation } from '../model/records-wire.js';
 import type { BatchAck } from '../model/wire.js';
-import type {
-  CloudStore,
-  IncomingBatch,
-  IngestOutcome,
-  StoredPoint,
-  TelemetryQuery,
-  TelemetryStats,
+import {
+  type ChangePage,
+  type ClockSkewFlag,
+  type CloudStore,
+  type IncomingBatch,
+  type IngestOutcome,
+  type MutationContext,
+  neverExistedRecord,
+  type PushDecision,
+  type RecordEdit,
+  type RecordStamp,
+  type RecordStats,
+  type StoredPoint,
+  type TelemetryQuery,
+  type TelemetryStats,
 } from './cloud-store.js';
 
 const SCHEMA = `
@@ -35,7 +44,60 @@ const SCHEMA = `
   );
   CREATE INDEX IF NOT EXISTS points_by_device ON points (device_id, id);
   CREATE INDEX IF NOT EXISTS points_by_sensor ON points (device_id, sensor_id, ts);
+
+  -- change_seq: the last change sequence number given; hlc_high: the greatest stamp stored.
+  CREATE TABLE IF NOT EXISTS cloud_meta (name TEXT PRIMARY KEY, value) WITHOUT ROWID;
+  INSERT OR IGNORE INTO cloud_meta (name, value) VALUES ('change_seq', 0);
+  -- One row per record, in its latest state; a tombstone keeps its row (value NULL) so that pulls carry deletes.
+  CREATE TABLE IF NOT EXISTS cloud_records (
+    collection TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value TEXT,
+    deleted INTEGER NOT NULL,
+    version INTEGER NOT NULL,
+    hlc TEXT NOT NULL,
+    origin TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (collection, key)
+  );
+  CREATE UNIQUE INDEX IF NOT EXISTS cloud_records_by_seq ON cloud_records (seq);
+  CREATE TABLE IF NOT EXISTS mutation_outcomes (
+    mid TEXT PRIMARY KEY,
+    device_id TEXT NOT NULL,
+    replica_id TEXT NOT NULL,
+    result TEXT NOT NULL,
+    at INTEGER NOT NULL
+  );
+  CREATE TABLE IF NOT EXISTS clock_skew_flags (
+    device_id TEXT PRIMARY KEY,
+    replica_id TEXT NOT NULL,
+    skew_ms INTEGER NOT NULL,
+    at TEXT NOT NULL
+  ) WITHOUT ROWID;
 `;
+
+interface RecordRow {
+  collection: string;
+  key: string;
+  value: string | null;
+  deleted: number;
+  version: number;
+  hlc: string;
+  origin: string;
+  seq: number;
+}
+
+const toRecord = (row: RecordRow): CloudRecord => ({
+  collection: row.collection,
+  key: row.key,
+  value: row.value === null ? null : (JSON.parse(row.value) as unknown),
+  deleted: row.deleted === 1,
+  version: row.version,
+  hlc: row.hlc,
+  origin: row.origin,
+});
+
+const toChange = (row: RecordRow): RecordChange => ({ ...toRecord(row), seq: row.seq });
 
 interface PointRow {
   id: number;
@@ -86,6 +148,34 @@ export class SqliteCloudStore implements CloudStore {
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       ),
       replay: db.prepare('UPDATE ledger SET replays = replays + 1 WHERE idempotency_key = ?'),
+      outcome: db.prepare('SELECT result FROM mutation_outcomes WHERE mid = ?').pluck(),
+      insertOutcome: db.prepare(
+        'INSERT INTO mutation_outcomes (mid, device_id, replica_id, result, at) VALUES (?, ?, ?, ?, ?)',
+      ),
+      record: db.prepare('SELECT * FROM cloud_records WHERE collection = ? AND key = ?'),
+      nextSeq: db.prepare("UPDATE cloud_meta SET value = value + 1 WHERE name = 'change_seq' RETURNING value").pluck(),
+      changeSeq: db.prepare("SELECT value FROM cloud_meta WHERE name = 'change_seq'").pluck(),
+      raiseHlc: db.prepare(
+        `INSERT INTO cloud_meta (name, value) VALUES ('hlc_high', ?)
+         ON CONFLICT (name) DO UPDATE SET value = max(value, excluded.value)`,
+      ),
+      hlcHigh: db.prepare("SELECT value FROM cloud_meta WHERE name = 'hlc_high'").pluck(),
+      upsertRecord: db.prepare(
+        `INSERT INTO cloud_records (collection, key, value, deleted, version, hlc, origin, seq)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (collection, key) DO UPDATE SET value = excluded.value, deleted = excluded.deleted,
+           version = excluded.version, hlc = excluded.hlc, origin = excluded.origin, seq = excluded.seq`,
+      ),
+      changes: db.prepare('SELECT * FROM cloud_records WHERE seq > ? ORDER BY seq LIMIT ?'),
+      recordCounts: db.prepare(
+        'SELECT coalesce(sum(deleted = 0), 0) AS records, coalesce(sum(deleted), 0) AS tombstones FROM cloud_records',
+      ),
+      upsertFlag: db.prepare(
+        `INSERT INTO clock_skew_flags (device_id, replica_id, skew_ms, at) VALUES (?, ?, ?, ?)
+         ON CONFLICT (device_id) DO UPDATE SET replica_id = excluded.replica_id, skew_ms = excluded.skew_ms,
+           at = excluded.at`,
+      ),
+      flags: db.prepare('SELECT * FROM clock_skew_flags ORDER BY at DESC, device_id'),
     };
   }
 
@@ -166,6 +256,122 @@ export class SqliteCloudStore implements CloudStore {
       .prepare(`SELECT count(*) AS batches, coalesce(sum(replays), 0) AS replays FROM ledger ${filter}`)
       .get(...args) as { batches: number; replays: number };
     return { points, batches: ledger.batches, duplicateBatches: ledger.replays };
+  }
+
+  async pushMutations(context: MutationContext, items: readonly PushDecision[]): Promise<MutationResult[]> {
+    return this.#db
+      .transaction(() =>
+        items.map((item) =>
+          item.kind === 'valid'
+            ? this.#decide(context, item.mutation, item.stamp)
+            : this.#reject(context, item.mid, item.reason),
+        ),
+      )
+      .immediate();
+  }
+
+  #decide(context: MutationContext, m: RecordMutation, stamp: RecordStamp): MutationResult {
+    const s = this.#statements;
+    const stored = s.outcome.get(m.mid) as string | undefined;
+    if (stored !== undefined) return JSON.parse(stored) as MutationResult;
+    const row = s.record.get(m.collection, m.key) as RecordRow | undefined;
+    let result: MutationResult;
+    if (m.baseVersion === (row?.version ?? 0)) {
+      const version = m.baseVersion + 1;
+      this.#write(m.collection, m.key, m.op === 'delete', m.value, version, stamp.hlc, context.replicaId);
+      result = {
+        mid: m.mid,
+        status: 'applied',
+        version,
+        hlc: stamp.hlc,
+        ...(stamp.restamped ? { restamped: true } : {}),
+      };
+    } else {
+      result = {
+        mid: m.mid,
+        status: 'conflict',
+        current: row ? toRecord(row) : neverExistedRecord(m.collection, m.key),
+      };
+    }
+    s.insertOutcome.run(m.mid, context.deviceId, context.replicaId, JSON.stringify(result), Date.now());
+    return result;
+  }
+
+  #reject(context: MutationContext, mid: string, reason: string): MutationResult {
+    const s = this.#statements;
+    const stored = s.outcome.get(mid) as string | undefined;
+    if (stored !== undefined) return JSON.parse(stored) as MutationResult;
+    const result: MutationResult = { mid, status: 'rejected', reason };
+    s.insertOutcome.run(mid, context.deviceId, context.replicaId, JSON.stringify(result), Date.now());
+    return result;
+  }
+
+  async pullChanges(cursor: number, limit: number): Promise<ChangePage> {
+    const rows = this.#statements.changes.all(cursor, limit + 1) as RecordRow[];
+    const hasMore = rows.length > limit;
+    const page = hasMore ? rows.slice(0, limit) : rows;
+    return { changes: page.map(toChange), cursor: page.at(-1)?.seq ?? cursor, hasMore };
+  }
+
+  async getRecord(collection: string, key: string): Promise<CloudRecord | undefined> {
+    const row = this.#statements.record.get(collection, key) as RecordRow | undefined;
+    return row && toRecord(row);
+  }
+
+  async editRecord(collection: string, key: string, edit: RecordEdit, hlc: string): Promise<CloudRecord> {
+    const s = this.#statements;
+    return this.#db
+      .transaction((): CloudRecord => {
+        const row = s.record.get(collection, key) as RecordRow | undefined;
+        const version = (row?.version ?? 0) + 1;
+        const deleted = edit.op === 'delete';
+        const value = edit.op === 'put' ? (edit.value ?? null) : null;
+        this.#write(collection, key, deleted, value, version, hlc, 'cloud');
+        return { collection, key, value, deleted, version, hlc, origin: 'cloud' };
+      })
+      .immediate();
+  }
+
+  async flagClockSkew(flag: ClockSkewFlag): Promise<void> {
+    this.#statements.upsertFlag.run(flag.deviceId, flag.replicaId, flag.skewMs, flag.at);
+  }
+
+  async recordStats(): Promise<RecordStats> {
+    const s = this.#statements;
+    const counts = s.recordCounts.get() as { records: number; tombstones: number };
+    const flags = s.flags.all() as { device_id: string; replica_id: string; skew_ms: number; at: string }[];
+    return {
+      records: counts.records,
+      tombstones: counts.tombstones,
+      changeSeq: s.changeSeq.get() as number,
+      flaggedDevices: flags.map((f) => ({
+        deviceId: f.device_id,
+        replicaId: f.replica_id,
+        skewMs: f.skew_ms,
+        at: f.at,
+      })),
+    };
+  }
+
+  async latestHlc(): Promise<string | undefined> {
+    return this.#statements.hlcHigh.get() as string | undefined;
+  }
+
+  /** Writes a record's new state under the next change sequence number; a tombstone keeps no value. */
+  #write(
+    collection: string,
+    key: string,
+    deleted: boolean,
+    value: unknown,
+    version: number,
+    hlc: string,
+    origin: string,
+  ): void {
+    const s = this.#statements;
+    const seq = s.nextSeq.get() as number;
+    const json = deleted ? null : JSON.stringify(value ?? null);
+    s.upsertRecord.run(collection, key, json, deleted ? 1 : 0, version, hlc, origin, seq);
+    s.raiseHlc.run(hlc);
   }
 
   async close(): Promise<void> {

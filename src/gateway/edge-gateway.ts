@@ -1,7 +1,9 @@
 import { EventEmitter } from 'eventemitter3';
+import type { Registry } from 'prom-client';
 import {
   ConfigError,
   GatewayStoppedError,
+  isQueueFullError,
   NotStartedError,
   QueueFullError,
   StorageError,
@@ -11,29 +13,68 @@ import {
 import { type Logger, silentLogger } from '../logger.js';
 import {
   checkPoint,
-  DataPoint,
+  type DataPoint,
   type DataPointInput,
   type NormalizedPoint,
   normalizePoint,
-  toDataPoint,
 } from '../model/data-point.js';
-import { DataProcessor, type Processor, type ProcessResult } from '../processing/processor.js';
+import { hlcSchema } from '../model/records-wire.js';
+import type { GatewayMetrics } from '../ops/gateway-metrics.js';
+import type { GatewayHttpServer, HttpServerOptions } from '../ops/http-server.js';
+import type { Alert, AlertQuery } from '../processing/alert.js';
+import type { OutboxRemoval, RetentionStorage } from '../storage/retention.js';
+import { RECORDS_META } from '../storage/sqlite-records.js';
 import { SqliteStorage } from '../storage/sqlite-storage.js';
 import type { DeadLetter, DeadLetterInsert, OutboxInsert, Storage } from '../storage/storage.js';
 import { type ConflictResolver, type ConflictStrategy, lastWriteWins, resolverFor } from '../sync/conflict-resolver.js';
 import { type EncoderPool, encoderFor } from '../sync/encoder-pool.js';
+import { HybridClock } from '../sync/hlc.js';
+import { RecordsSync } from '../sync/records-sync.js';
 import { type SyncListener, SyncManager, type SyncSettings } from '../sync/sync-manager.js';
 import type { SyncResult } from '../sync/sync-result.js';
 import { HttpTransport } from '../transport/http-transport.js';
 import type { Transport } from '../transport/transport.js';
-import { GroupCommit } from './group-commit.js';
-import { compressionSetting, type EdgeGatewayOptions, type ResolvedOptions, resolveOptions } from './options.js';
-import type { GatewayEvents, GatewayStatus, HealthStatus } from './status.js';
+import { GroupCommit, type GroupExtras } from './group-commit.js';
+import { LocalProcessing } from './local-processing.js';
+import { type HistoryQuery, type QueryResult, queryHistory } from './local-query.js';
+import {
+  compressionSetting,
+  type EdgeGatewayOptions,
+  normalizeOptions,
+  type ResolvedOptions,
+  type RetentionOptions,
+  resolveOptions,
+} from './options.js';
+import { RecentCount } from './recent-count.js';
+import { Records } from './records.js';
+import { type CleanupReport, RetentionManager } from './retention-manager.js';
+import type { DropCounts, DroppedEvent, GatewayEvents, GatewayStatus, HealthStatus } from './status.js';
 
-/** Largest processed-data object a processor may return for one reading, as JSON. */
-const MAX_PAYLOAD_BYTES = 64 * 1024;
 /** Options that name the local store; they cannot change once it is open. */
-const FIXED_AFTER_START = ['localDb', 'storage', 'durability', 'maxDatabaseSize'] as const;
+const FIXED_AFTER_START = ['localDb', 'storage', 'durability', 'clock'] as const;
+/** Pause between attempts to open a database another gateway holds, within `dbTimeout`. */
+const LOCK_RETRY_MS = 100;
+
+/** The retention in force, as {@link EdgeGateway.retention} shows it: every budget under its retention name. */
+export interface RetentionView {
+  maxDays: number | undefined;
+  /** `maxOfflineQueueSize`. */
+  maxRecords: number;
+  /** `maxDatabaseSize`. */
+  maxBytes: number | undefined;
+  cleanupStrategy: ResolvedOptions['retention']['cleanupStrategy'];
+  cleanupInterval: number;
+  downsampleWindow: number;
+}
+
+const noDrops = (): DropCounts => ({
+  'queue-full': 0,
+  'rejected-by-cloud': 0,
+  'processor-failed': 0,
+  'drop-oldest': 0,
+  retention: 0,
+  downsampled: 0,
+});
 
 type Lifecycle = 'created' | 'starting' | 'running' | 'stopping' | 'stopped';
 
@@ -45,6 +86,7 @@ const emptyResult = (remaining: number): SyncResult => ({
   deadLettered: 0,
   remaining,
   durationMs: 0,
+  bytesSent: 0,
 });
 
 /**
@@ -65,6 +107,7 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
   readonly #storage: Storage;
   readonly #logger: Logger;
   readonly #commit: GroupCommit;
+  readonly #local: LocalProcessing;
   #transport: Transport | undefined;
   #sync: SyncManager | undefined;
   /** Encoder threads (`workerThreads`), or none. */
@@ -82,12 +125,29 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
   #storageFailure: { message: string; at: Date; full: boolean; side: 'intake' | 'sync' } | undefined;
   /** sendData/sendBatch calls still in the processor. */
   readonly #processing = new Set<Promise<unknown>>();
+  /** Every `dropped` event since start, by reason. */
+  readonly #drops = noDrops();
+  /** Runs retention on the storage; made at start when the storage supports it. */
+  #retention: RetentionManager | undefined;
   #cpu = { usage: process.cpuUsage(), at: performance.now() };
+  /** Stamps record writes; made at start, from the last stamp and clock offset kept in the database. */
+  #clock: HybridClock;
+  #recordsSync: RecordsSync | undefined;
+  /** Loaded on first use (prom-client is heavy): at start() with the `metrics` option, else when first asked for. */
+  #metrics: GatewayMetrics | undefined;
+  #metricsLoading: Promise<GatewayMetrics> | undefined;
+  /** Readings set aside in the dead letters within `deadLetterWindow`, for the health check. */
+  readonly #recentDeadLetters: RecentCount;
+  /**
+   * Shared records, kept in step with the cloud both ways: `put`, `get`, `delete`, `list`, `watch`. Reads work
+   * offline; writes are durable at once. Available after `start()`.
+   */
+  readonly records: Records;
 
   constructor(options: EdgeGatewayOptions) {
     super();
     this.#options = resolveOptions(options);
-    this.#input = { ...options };
+    this.#input = normalizeOptions({ ...options });
     this.#logger = this.#options.logger ?? silentLogger;
     this.#storage =
       this.#options.storage ??
@@ -95,23 +155,74 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
         path: this.#options.localDb,
         synchronous: this.#options.durability,
         maxSizeBytes: this.#options.maxDatabaseSize,
+        busyTimeoutMs: Math.round(this.#options.dbTimeout * 1000),
       });
+    this.#checkRetentionSupport(this.#options);
     this.#resolver = this.#options.conflictResolver ?? lastWriteWins;
     if (this.#options.conflictResolver) this.#strategy = 'custom';
-    this.#commit = new GroupCommit((rows, dead) => this.#commitRows(rows, dead));
+    this.#clock = new HybridClock({ now: this.#options.clock ?? Date.now });
+    this.#recentDeadLetters = new RecentCount(this.#options.deadLetterWindow * 1000);
+    this.records = new Records({
+      storage: (method) => this.#recordStorage(method),
+      clock: () => this.#clock,
+      replicaId: () => this.#storage.replicaId,
+      written: () => this.#sync?.noteRecordWrite(),
+      watcherFailed: (error) => this.#backgroundError(error as Error),
+    });
+    this.#commit = new GroupCommit((rows, dead, extras) => this.#commitRows(rows, dead, extras));
     this.#encoder = encoderFor(undefined, this.#options.workerThreads, this.#logger);
-    this.#attachProcessor();
+    this.#local = new LocalProcessing(
+      {
+        storage: this.#storage,
+        commit: this.#commit,
+        logger: this.#logger,
+        // Stopping, the storage stays open until the end of stop(); #startedAt is set once start() opened it.
+        open: () => this.#lifecycle === 'running' || (this.#lifecycle === 'stopping' && this.#startedAt > 0),
+        stopped: () => this.#lifecycle === 'stopped',
+        checkRoom: (incoming) => this.#checkRoom(incoming),
+        track: (work) => this.#tracked(work),
+        emitAlert: (alert) => this.#guarded('alert', () => this.emit('alert', alert)),
+        emitDropped: (event) => {
+          if (event.reason === 'processor-failed') this.#recentDeadLetters.add(event.count, performance.now());
+          this.#drop(event);
+        },
+        reportError: (error) => this.#backgroundError(error),
+      },
+      this.#options,
+    );
   }
 
-  // Gives a DataProcessor its alert sink: in the constructor, and again when configure() sets a new processor.
-  #attachProcessor(): void {
-    if (!this.#options.processor) return;
-    DataProcessor.attach(this.#options.processor, (alert) => this.#guarded('alert', () => this.emit('alert', alert)));
+  #recordStorage(method: string) {
+    const refused = this.#inputError(method);
+    if (refused) throw refused;
+    const records = this.#storage.records;
+    if (!records) throw new ConfigError([`The storage given to this gateway keeps no shared records (${method})`]);
+    return records;
   }
 
-  /** The options in force, after defaults. */
-  get options(): Readonly<Omit<ResolvedOptions, 'apiKey'>> {
-    const { apiKey: _hidden, ...visible } = this.#options;
+  // The clock carries on from the last stamp written and the last offset to the cloud measured, so that stamps
+  // never go back across a restart, and a device whose wall clock is wrong stamps in the cloud's time offline too.
+  #restoreClock(): void {
+    if (!this.#storage.records) return;
+    const offset = Number(this.#storage.getMeta(RECORDS_META.clockOffset) ?? '0');
+    const last = this.#storage.getMeta(RECORDS_META.hlc);
+    this.#clock = new HybridClock({
+      now: this.#options.clock ?? Date.now,
+      // A damaged stamp is not worth refusing to start over: the clock starts from the wall clock instead.
+      last: last !== undefined && hlcSchema.safeParse(last).success ? last : undefined,
+      offsetMs: Number.isFinite(offset) ? offset : 0,
+      maxDriftMs: this.#options.maxClockSkew * 1000,
+    });
+  }
+
+  /** The hybrid logical clock that stamps record writes. */
+  get clock(): HybridClock {
+    return this.#clock;
+  }
+
+  /** The options in force, after defaults; without the secrets (`apiKey`, `key`). */
+  get options(): Readonly<Omit<ResolvedOptions, 'apiKey' | 'key'>> {
+    const { apiKey: _hidden, key: _private, ...visible } = this.#options;
     return visible;
   }
 
@@ -140,20 +251,120 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
   async #start(): Promise<void> {
     this.#lifecycle = 'starting';
     try {
-      this.#storage.open();
+      if (this.#options.metrics) await this.#enableMetrics();
+      await this.#openStorage();
     } catch (error) {
       this.#lifecycle = 'created';
       this.#starting = undefined;
       throw error;
     }
+    try {
+      await this.#local.start();
+    } catch (error) {
+      this.#storage.close();
+      this.#lifecycle = 'created';
+      this.#starting = undefined;
+      throw error;
+    }
     this.#startedAt = performance.now();
+    this.#restoreClock();
+    // stop() was called while the processors started: it closes what this opened, and nothing more starts.
+    if (this.#lifecycle !== 'starting') return;
     this.#lifecycle = 'running';
     this.#reportQuarantine();
+    this.#startRetention();
     this.#startSync();
     this.#logger.info(
       { deviceId: this.#options.deviceId, replicaId: this.#storage.replicaId, pending: this.#storage.pendingCount() },
       'edge gateway started',
     );
+  }
+
+  // Another gateway holding the database (a restart overlapping the old process's stop, say) gets `dbTimeout` to let
+  // go: tried every 100 ms, without blocking the event loop, then the storage's error, naming that process.
+  async #openStorage(): Promise<void> {
+    const deadline = performance.now() + this.#options.dbTimeout * 1000;
+    for (;;) {
+      try {
+        this.#storage.open();
+        return;
+      } catch (error) {
+        const wait = deadline - performance.now();
+        if (!(error instanceof StorageError && error.sqliteCode === 'SQLITE_BUSY') || wait <= 0) throw error;
+        await new Promise((resolve) => setTimeout(resolve, Math.min(LOCK_RETRY_MS, wait)));
+      }
+    }
+  }
+
+  // Strategies other than reject-new need a storage that can remove rows (SqliteStorage has a `retention` getter,
+  // valid once open; a custom storage declares one or does without).
+  #checkRetentionSupport(options: ResolvedOptions): void {
+    if (options.retention.cleanupStrategy === 'reject-new' || 'retention' in this.#storage) return;
+    throw new ConfigError([
+      `The "retention.cleanupStrategy" option ${JSON.stringify(options.retention.cleanupStrategy)} needs a storage with retention; the storage given has none (use "reject-new")`,
+    ]);
+  }
+
+  #retentionStorage(): RetentionStorage | undefined {
+    return this.#lifecycle === 'running' ? this.#storage.retention : undefined;
+  }
+
+  #startRetention(): void {
+    const storage = this.#retentionStorage();
+    if (!storage) return;
+    const manager = new RetentionManager({
+      storage,
+      settings: () => ({
+        maxDays: this.#options.retention.maxDays,
+        strategy: this.#options.retention.cleanupStrategy,
+        intervalMs: this.#options.retention.cleanupInterval * 1000,
+      }),
+      now: () => (this.#options.clock ?? Date.now)(),
+      idle: () => this.#storage.pendingCount() <= this.#options.batchSize,
+      events: {
+        removed: (removal) => this.#drop(this.#removalEvent(removal)),
+        pruned: (pruned) => this.#guarded('pruned', () => this.emit('pruned', pruned)),
+        failed: (error) => this.#backgroundError(error),
+      },
+      logger: this.#logger,
+    });
+    this.#retention = manager;
+    storage.setListener(manager);
+    this.#applyRetentionPolicy(storage);
+    manager.start();
+  }
+
+  #applyRetentionPolicy(storage: RetentionStorage): void {
+    storage.setPolicy({
+      strategy: this.#options.retention.cleanupStrategy,
+      maxRows: this.#options.maxOfflineQueueSize,
+      windowMs: this.#options.retention.downsampleWindow * 1000,
+    });
+  }
+
+  #removalEvent(removal: OutboxRemoval): DroppedEvent {
+    const { reason, budget, count, aggregates, firstSeq, lastSeq } = removal;
+    const seqs = `seq ${firstSeq}-${lastSeq}`;
+    const within =
+      budget === 'maxRecords'
+        ? `maxRecords ${this.#options.maxOfflineQueueSize}`
+        : budget === 'maxBytes'
+          ? `maxBytes ${this.#options.maxDatabaseSize ?? '(none)'}`
+          : `maxDays ${this.#options.retention.maxDays}`;
+    const message =
+      reason === 'downsampled'
+        ? `replaced ${count} queued raw reading(s) (${seqs}) by ${aggregates} aggregate(s) of ${this.#options.retention.downsampleWindow} s windows to stay within ${within}`
+        : reason === 'retention'
+          ? `dropped ${count} queued reading(s) (${seqs}) older than ${within}`
+          : `dropped the ${count} oldest queued reading(s) (${seqs}) to stay within ${within}`;
+    return { reason, count, message, budget, aggregates, firstSeq, lastSeq };
+  }
+
+  // Every dropped event goes through here: counted for status, emitted, never thrown into the caller.
+  #drop(event: DroppedEvent): void {
+    this.#drops[event.reason] += event.count;
+    this.#logger.debug({ ...event }, 'readings dropped');
+    this.#guarded('dropped', () => this.emit('dropped', event));
   }
 
   // A damaged database set aside at this start (or at an earlier one, while its file is still there): the gateway
@@ -172,15 +383,69 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
     const transport = this.#makeTransport();
     if (!transport) return;
     this.#transport = transport;
-    this.#sync = new SyncManager(this.#storage, transport, this.#syncSettings(), this.#syncListener(), this.#logger);
+    this.#recordsSync = this.#makeRecordsSync();
+    this.#sync = new SyncManager(
+      this.#storage,
+      transport,
+      this.#syncSettings(),
+      this.#syncListener(),
+      this.#logger,
+      this.#recordsSync,
+    );
     this.#sync.start();
   }
 
+  #makeRecordsSync(): RecordsSync | undefined {
+    const storage = this.#storage.records;
+    if (!storage) return undefined;
+    return new RecordsSync({
+      storage,
+      deviceId: this.#options.deviceId,
+      replicaId: () => this.#storage.replicaId,
+      clock: () => this.#clock, // remade at start, from what the database remembers
+      resolver: () => ({ resolver: this.#resolver, strategy: this.#strategy }),
+      resolverTimeoutMs: this.#options.conflictResolverTimeout * 1000,
+      maxClockSkewMs: this.#options.maxClockSkew * 1000,
+      logger: this.#logger,
+      saveClockOffset: (offset) => this.#storage.setMeta(RECORDS_META.clockOffset, String(offset)),
+      listener: {
+        conflict: (event) => {
+          this.#logger.info(
+            { collection: event.collection, key: event.key, strategy: event.strategy, winner: event.winner },
+            'record conflict resolved',
+          );
+          this.#guarded('conflict', () => this.emit('conflict', event));
+        },
+        changed: (records) => {
+          for (const record of records) this.#guarded('record-change', () => this.emit('record-change', record));
+          this.records.notify(records, 'cloud');
+        },
+        rejected: (count, message) => {
+          this.#logger.warn(
+            { count, message },
+            'the cloud refused a record edit; it is kept in the record dead letters',
+          );
+        },
+        error: (event) => this.#guarded('sync-error', () => this.emit('sync-error', event)),
+      },
+    });
+  }
+
   #makeTransport(): Transport | undefined {
-    const { transport, cloudUrl, apiKey, connectionTimeout } = this.#options;
+    const { transport, cloudUrl, apiKey, connectionTimeout, allowInsecure, ca, cert, key, pinnedCertificates } =
+      this.#options;
     if (transport) return transport;
     if (!cloudUrl) return undefined;
-    return new HttpTransport({ baseUrl: cloudUrl, apiKey, timeoutMs: connectionTimeout * 1000 });
+    return new HttpTransport({
+      baseUrl: cloudUrl,
+      apiKey,
+      timeoutMs: connectionTimeout * 1000,
+      allowInsecure,
+      ca,
+      cert,
+      key,
+      pinnedCertificates,
+    });
   }
 
   #syncSettings(): SyncSettings {
@@ -221,14 +486,17 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
         // A refused sync-side write is over once a batch is acknowledged (its writes went through).
         const failure = this.#storageFailure;
         if (result.acknowledged > 0 && (failure?.full || failure?.side === 'sync')) this.#storageFailure = undefined;
+        if (result.remaining <= this.#options.batchSize) this.#retention?.noteDrained();
         this.#guarded('sync', () => this.emit('sync', result));
       },
       syncError: (event) => this.#guarded('sync-error', () => this.emit('sync-error', event)),
       deadLettered: (count, message) => {
+        this.#recentDeadLetters.add(count, performance.now());
         this.#logger.warn({ count, message }, 'the cloud refused readings; they are kept in the dead letters');
-        this.#guarded('dropped', () => this.emit('dropped', { reason: 'rejected-by-cloud', count, message }));
+        this.#drop({ reason: 'rejected-by-cloud', count, message });
       },
       failed: (error) => this.#backgroundError(error, 'sync'),
+      sent: (report) => this.#metrics?.sent(report),
     };
   }
 
@@ -266,12 +534,16 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
         const expired = new Promise((resolve) => deadline.addEventListener('abort', resolve, { once: true }));
         await Promise.race([Promise.allSettled(this.#processing), expired]);
       }
+      await this.#local.stop();
       this.#commit.flush();
       const sync = this.#sync;
-      if (sync && this.#options.stopTimeout > 0 && this.#storage.pendingCount() > 0 && !deadline.aborted) {
-        await sync.syncNow(deadline).catch(() => undefined);
+      const pending = this.#storage.pendingCount() + (this.#storage.records?.mutationCount() ?? 0);
+      if (sync && this.#options.stopTimeout > 0 && pending > 0 && !deadline.aborted) {
+        // Push what is queued; a pull now would only spend the deadline on changes nobody will see before restart.
+        await sync.syncNow(deadline, { pullRecords: false }).catch(() => undefined);
       }
       await sync?.stop();
+      await this.#retention?.stop();
       await this.#encoder?.close();
       await this.#transport?.close().catch((error: unknown) => this.#backgroundError(error as Error));
       this.#commit.flush(); // what a processor finished meanwhile
@@ -288,25 +560,32 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
       : new NotStartedError(method);
   }
 
-  #commitRows(rows: OutboxInsert[], dead: DeadLetterInsert[]): void {
+  #commitRows(rows: OutboxInsert[], dead: DeadLetterInsert[], extras: GroupExtras | undefined): void {
     const wasEmpty = this.#storage.pendingCount() === 0;
+    let added = rows.length;
     try {
-      this.#storage.append(rows, dead);
+      if (extras || this.#local.keepsHistory) added = this.#local.store(rows, dead, extras);
+      else this.#storage.append(rows, dead);
     } catch (error) {
-      this.#backgroundError(error as Error);
+      // Rows sealed into a batch since #checkRoom took all the room drop-oldest could make: refused, as at intake.
+      if (isQueueFullError(error)) this.#drop({ reason: 'queue-full', count: rows.length, message: error.message });
+      else this.#backgroundError(error as Error);
       throw error;
     }
     // An intake write went through: an intake failure is over; a sync-side one is not, until a batch is acknowledged.
     if (this.#storageFailure?.side === 'intake') this.#storageFailure = undefined;
-    if (rows.length > 0 && wasEmpty) this.#pendingSince = performance.now();
-    if (rows.length > 0) this.#sync?.noteIntake();
+    if (added > 0 && wasEmpty) this.#pendingSince = performance.now();
+    if (added > 0) this.#sync?.noteIntake();
   }
 
   #checkRoom(incoming: number): QueueFullError | undefined {
     const limit = this.#options.maxOfflineQueueSize;
     if (this.#storage.pendingCount() + this.#commit.size + incoming <= limit) return undefined;
+    // drop-oldest and downsample-oldest make room at the commit, from every row not sealed into a batch (alerts excepted).
+    const retention = this.#options.retention.cleanupStrategy === 'reject-new' ? undefined : this.#retentionStorage();
+    if (retention && retention.protectedCount() + this.#commit.size + incoming <= limit) return undefined;
     const error = new QueueFullError(limit, incoming);
-    this.emit('dropped', { reason: 'queue-full', count: incoming, message: error.message });
+    this.#drop({ reason: 'queue-full', count: incoming, message: error.message });
     return error;
   }
 
@@ -316,6 +595,16 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
    * `ValidationError` (nothing stored), `QueueFullError`, or `GatewayStoppedError`.
    */
   sendData(point: DataPoint | DataPointInput): Promise<boolean> {
+    const metrics = this.#metrics;
+    if (!metrics) return this.#sendData(point);
+    const startedAt = performance.now();
+    return this.#sendData(point).then((stored) => {
+      metrics.intake(startedAt, stored ? 1 : 0);
+      return stored;
+    });
+  }
+
+  #sendData(point: DataPoint | DataPointInput): Promise<boolean> {
     const refused = this.#inputError('sendData');
     if (refused) return Promise.reject(refused);
     let normalized: NormalizedPoint;
@@ -324,7 +613,7 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
     } catch (error) {
       return Promise.reject(error);
     }
-    if (this.#options.processor) return this.#tracked(this.#process([normalized], 'sendData')).then((n) => n > 0);
+    if (!this.#local.idle) return this.#local.processOne(normalized, 'sendData');
     const full = this.#checkRoom(1);
     if (full) return Promise.reject(full);
     return this.#commit.add(normalized);
@@ -335,6 +624,16 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
    * `ValidationError` lists every problem with its index). Resolves with how many readings were stored.
    */
   sendBatch(points: readonly (DataPoint | DataPointInput)[]): Promise<number> {
+    const metrics = this.#metrics;
+    if (!metrics) return this.#sendBatch(points);
+    const startedAt = performance.now();
+    return this.#sendBatch(points).then((stored) => {
+      metrics.intake(startedAt, stored);
+      return stored;
+    });
+  }
+
+  #sendBatch(points: readonly (DataPoint | DataPointInput)[]): Promise<number> {
     const refused = this.#inputError('sendBatch');
     if (refused) return Promise.reject(refused);
     if (!Array.isArray(points)) {
@@ -349,7 +648,7 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
     }
     if (issues.length > 0) return Promise.reject(new ValidationError(issues));
     if (normalized.length === 0) return Promise.resolve(0);
-    if (this.#options.processor) return this.#tracked(this.#process(normalized, 'sendBatch'));
+    if (!this.#local.idle) return this.#local.process(normalized, 'sendBatch');
     const full = this.#checkRoom(normalized.length);
     if (full) return Promise.reject(full);
     return this.#commit.addAll(normalized).then(() => normalized.length);
@@ -360,45 +659,6 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
     const done = () => this.#processing.delete(work);
     work.then(done, done);
     return work;
-  }
-
-  async #process(points: readonly NormalizedPoint[], method: string): Promise<number> {
-    const processor = this.#options.processor as Processor;
-    const rows: OutboxInsert[] = [];
-    const failures: DeadLetterInsert[] = [];
-    await Promise.all(
-      points.map(async (point) => {
-        try {
-          const result = await DataProcessor.run(processor, toDataPoint(point));
-          for (const row of rowsFromResult(result, point)) rows.push(row);
-        } catch (error) {
-          failures.push({
-            ...point,
-            seq: null,
-            reason: (error as Error).message ?? String(error),
-            source: processorName(processor),
-          });
-        }
-      }),
-    );
-    // stop() waited for this reading up to its deadline and closed the database: nothing of it was stored.
-    if (this.#lifecycle === 'stopped') throw new GatewayStoppedError(method);
-    let kept: Promise<true> | undefined;
-    if (failures.length > 0) {
-      const message = `processor ${processorName(processor)} failed on ${failures.length} reading(s): ${failures[0]?.reason}`;
-      this.emit('dropped', { reason: 'processor-failed', count: failures.length, message });
-      this.#backgroundError(new Error(message));
-      for (const dead of failures) kept = this.#commit.addDeadLetter(dead);
-      kept?.catch(() => undefined); // awaited below when it is all there is; else shared with the rows' commit
-    }
-    if (rows.length === 0) {
-      await kept;
-      return 0;
-    }
-    const full = this.#checkRoom(rows.length);
-    if (full) throw full;
-    await this.#commit.addAll(rows);
-    return rows.length;
   }
 
   /**
@@ -426,19 +686,36 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
       lastSyncTime: sync?.lastSyncTime ?? null,
       failedSyncCount: sync?.failedSyncCount ?? 0,
       deadLetterCount: open ? this.#storage.deadLetterCount() : 0,
+      pendingRecordCount: open ? (this.#storage.records?.mutationCount() ?? 0) : 0,
       lastError: sync?.lastError ?? null,
       authRefused: sync?.authRefused ?? false,
+      tlsFailure: sync?.tlsFailure ?? null,
       clockSkewMs: sync?.clockSkewMs ?? null,
       nextSyncAt: sync?.nextSyncAt ?? null,
       syncStrategy: this.#options.syncStrategy,
       running: open,
       quarantined: open ? (this.#storage.quarantined ?? null) : null,
+      dropped: { ...this.#drops },
+      retention: this.#retentionStatus(),
+    };
+  }
+
+  #retentionStatus(): GatewayStatus['retention'] {
+    const totals = this.#retention?.totals;
+    return {
+      cleanupStrategy: this.#options.retention.cleanupStrategy,
+      pruned: totals?.pruned ?? {},
+      aggregates: totals?.aggregates ?? 0,
+      reclaimedBytes: totals?.reclaimedBytes ?? 0,
+      cleanups: totals?.cleanups ?? 0,
+      lastCleanupAt: totals?.lastCleanupAt ?? null,
     };
   }
 
   /**
    * Whether the gateway is doing its job, with reasons when it is not: `unhealthy` when it cannot store or
-   * forward at all (stopped, local database failing or full, API key refused), `degraded` when it works with a
+   * forward at all (stopped, local database failing or full, API key refused, no trusted TLS connection: a
+   * certificate refused or a pin mismatch), `degraded` when it works with a
    * problem (cloud unreachable with readings queued, online but nothing acknowledged for a while, queue or
    * database nearly full, a damaged database set aside at start).
    */
@@ -458,8 +735,9 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
     if (!status.running) fail(`the gateway is ${this.#lifecycle}`);
     if (this.#storageFailure) fail(`the local database refused a write: ${this.#storageFailure.message}`);
     if (status.authRefused) fail('the cloud refuses the API key: nothing is being forwarded');
+    else if (status.tlsFailure) fail(tlsReason(status.tlsFailure));
     else if (this.#sync && status.running && pending > 0) {
-      const stallMs = Math.max(3 * this.#options.syncInterval * 1000, 60_000);
+      const stallMs = (this.#options.stallTimeout ?? Math.max(3 * this.#options.syncInterval, 60)) * 1000;
       // Monotonic: a wall clock stepped forwards (NTP, a dead RTC battery fixed) is not a stall.
       // Since the last acknowledgement, or since readings began waiting if that is later: a quiet hour followed by
       // one reading is not a stall.
@@ -478,6 +756,12 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
     if (capacity && !this.#storageFailure && capacity.usedBytes >= 0.9 * capacity.limitBytes) {
       degrade(
         `the local database is ${Math.min(100, Math.floor((100 * capacity.usedBytes) / capacity.limitBytes))}% full (maxDatabaseSize)`,
+      );
+    }
+    const deadLetters = status.running ? this.#recentDeadLetters.total(performance.now()) : 0;
+    if (deadLetters > 0) {
+      degrade(
+        `${deadLetters} reading(s) went to the dead letters in the last ${this.#options.deadLetterWindow} s (${status.deadLetterCount} kept; see getDeadLetters())`,
       );
     }
     if (status.quarantined) {
@@ -505,12 +789,18 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
   }
 
   /**
-   * Changes options at run time, validated as in the constructor. `localDb`, `storage`, `durability` and `maxDatabaseSize`
-   * cannot change after `start()`. A new `cloudUrl`, `apiKey`, `connectionTimeout` or `transport` takes effect at the
-   * next request, and clears an API-key refusal.
+   * Changes options at run time, validated as in the constructor. `localDb`, `storage`, `durability` and `clock`
+   * cannot change after `start()`. A new `cloudUrl`, `apiKey`, `connectionTimeout`, `transport` or TLS option (`ca`,
+   * `cert`, `key`, `pinnedCertificates`, `allowInsecure`) takes effect at the next request, on a new connection, and
+   * clears an API-key or TLS refusal. `retention` is merged into the retention in force; a new `maxDatabaseSize`
+   * (`retention.maxBytes`) or `dbTimeout` applies at once, and a change of retention runs a cleanup soon.
    */
   configure(options: Partial<EdgeGatewayOptions>): void {
-    const merged = { ...this.#input, ...options };
+    const partial = normalizeOptions({ ...options });
+    const merged: EdgeGatewayOptions = { ...this.#input, ...partial };
+    if (partial.retention !== undefined || this.#input.retention !== undefined) {
+      merged.retention = { ...this.#input.retention, ...partial.retention };
+    }
     const next = resolveOptions(merged);
     if (this.#lifecycle !== 'created') {
       const changed = FIXED_AFTER_START.filter((key) => key in options && options[key] !== this.#input[key]);
@@ -518,17 +808,22 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
         throw new ConfigError(changed.map((key) => `The "${key}" option cannot change after start()`));
       }
     }
+    this.#checkRetentionSupport(next);
     const previous = this.#options;
+    // First, as it may refuse the chain (a custom processor after a built-in): then nothing changes.
+    if (!sameProcessing(next, previous)) this.#local.configure(next);
     this.#input = merged;
     this.#options = next;
-    if (next.processor !== previous.processor) this.#attachProcessor();
+    this.#recentDeadLetters.windowMs = next.deadLetterWindow * 1000;
+    this.#applyStorageSettings(previous);
     this.#encoder = encoderFor(this.#encoder, next.workerThreads, this.#logger);
     if (this.#lifecycle !== 'running') return;
     const transportChanged =
       next.transport !== previous.transport ||
-      next.cloudUrl !== previous.cloudUrl ||
+      String(next.cloudUrl) !== String(previous.cloudUrl) ||
       next.apiKey !== previous.apiKey ||
-      next.connectionTimeout !== previous.connectionTimeout;
+      next.connectionTimeout !== previous.connectionTimeout ||
+      !sameTls(next, previous);
     if (!this.#sync) {
       this.#startSync();
       return;
@@ -548,6 +843,79 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
       this.#sync.replaceTransport(transport);
       if (old && old !== transport) void old.close().catch(() => undefined);
     }
+  }
+
+  // Settings the storage takes at any time (the default storage was made with the constructor's).
+  #applyStorageSettings(previous: ResolvedOptions): void {
+    const next = this.#options;
+    if (next.dbTimeout !== previous.dbTimeout) this.#storage.setBusyTimeout?.(Math.round(next.dbTimeout * 1000));
+    if (next.maxDatabaseSize !== previous.maxDatabaseSize) this.#storage.setMaxSizeBytes?.(next.maxDatabaseSize);
+    const storage = this.#retentionStorage();
+    if (!storage) return;
+    this.#applyRetentionPolicy(storage);
+    const retentionChanged =
+      JSON.stringify(next.retention) !== JSON.stringify(previous.retention) ||
+      next.maxOfflineQueueSize !== previous.maxOfflineQueueSize ||
+      next.maxDatabaseSize !== previous.maxDatabaseSize;
+    if (retentionChanged) this.#retention?.kick();
+  }
+
+  /**
+   * Sets how long local data is kept and what happens to queued readings when a budget is reached: the seed's
+   * `configure_retention()`. Validated as the constructor's `retention` option and merged into the retention in
+   * force (`maxRecords` is `maxOfflineQueueSize`, `maxBytes` is `maxDatabaseSize`: one setting each, two names);
+   * applies to the next intake at once, and runs a cleanup soon. Throws `ConfigError` naming a bad option.
+   *
+   * @example
+   * ```ts
+   * gateway.configureRetention({ maxDays: 7, maxRecords: 50_000, cleanupStrategy: 'drop-oldest' });
+   * ```
+   */
+  configureRetention(options: RetentionOptions): void {
+    this.configure({ retention: options });
+  }
+
+  /** The retention in force, every budget under its retention name. */
+  get retention(): RetentionView {
+    const { maxOfflineQueueSize, maxDatabaseSize, retention } = this.#options;
+    return { ...retention, maxRecords: maxOfflineQueueSize, maxBytes: maxDatabaseSize };
+  }
+
+  /**
+   * Runs a cleanup pass now (after the one in progress, if any), in bounded steps with intake running between them,
+   * and resolves with what it did. Rejects with `StorageError` when the local database fails.
+   */
+  async runCleanup(): Promise<CleanupReport> {
+    const refused = this.#inputError('runCleanup');
+    if (refused) throw refused;
+    this.#commit.flush();
+    if (!this.#retention) {
+      return {
+        pruned: {},
+        removed: { retention: 0, 'drop-oldest': 0, downsampled: 0 },
+        aggregates: 0,
+        reclaimedBytes: 0,
+        durationMs: 0,
+      };
+    }
+    return this.#retention.run();
+  }
+
+  /**
+   * Replaces the API key at run time, without a restart: `configure({ apiKey })`. The next request carries the
+   * new key; a request in flight with the old one is cut and sent again, byte-identical, so the cloud stores its
+   * readings once. Clears an API-key refusal. To rotate without a gap, have the cloud accept both keys, call this
+   * on every gateway, then revoke the old key (docs/security.md).
+   *
+   * @example
+   * ```ts
+   * server.setApiKeys([oldKey, newKey]); // cloud side: both valid for a while
+   * gateway.setApiKey(newKey);
+   * server.setApiKeys([newKey]);         // revoke the old one
+   * ```
+   */
+  setApiKey(apiKey: string): void {
+    this.configure({ apiKey });
   }
 
   /** Turns gzip compression of batches on, at `level` 1 (fastest) to 9 (smallest). Batches already sealed keep their bytes. */
@@ -578,48 +946,153 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
     this.#strategy = 'custom';
   }
 
+  /**
+   * Stored alerts, newest first: those raised by processors, each with how many repeats its de-duplication
+   * window counted into it. Every field of `query` narrows the selection; `severity` selects that one and the
+   * more serious ones.
+   *
+   * @example
+   * ```ts
+   * const recent = gateway.alerts({ since: Date.now() - 3_600_000, severity: 'warning', sensorId: 'boiler-2' });
+   * ```
+   */
+  alerts(query: AlertQuery = {}): Alert[] {
+    const refused = this.#inputError('alerts');
+    if (refused) throw refused;
+    return this.#local.alerts(query);
+  }
+
+  /**
+   * Local history of one sensor for a display that must work offline: raw readings (kept when
+   * `localHistory.readings` > 0) or windows rolled up from stored aggregates, oldest first. Synchronous: it reads
+   * the local database.
+   *
+   * @example
+   * ```ts
+   * const { points } = gateway.query({ sensorId: 'temp-01', from: Date.now() - 86_400_000, resolution: 3600 });
+   * ```
+   */
+  query(query: HistoryQuery): QueryResult {
+    const refused = this.#inputError('query');
+    if (refused) throw refused;
+    this.#commit.flush();
+    return queryHistory(this.#storage, query, this.#local.keepsHistory);
+  }
+
+  /**
+   * Runs the processors' `flush` hooks now and lets the built-ins close the windows the clock says are over
+   * (the gateway does so every second by itself), and resolves once what they produced is stored.
+   */
+  async flushProcessors(): Promise<void> {
+    const refused = this.#inputError('flushProcessors');
+    if (refused) throw refused;
+    await this.#local.flush();
+  }
+
   /** The most recent dead letters (readings refused for good, with the reason), newest first. */
   getDeadLetters(limit = 100): DeadLetter[] {
     const refused = this.#inputError('getDeadLetters');
     if (refused) throw refused;
     return this.#storage.deadLetters(limit);
   }
+
+  #enableMetrics(): Promise<GatewayMetrics> {
+    this.#metricsLoading ??= import('../ops/gateway-metrics.js').then(
+      ({ GatewayMetrics }) => {
+        this.#metrics = new GatewayMetrics(this, {
+          storageBytes: () => (this.#lifecycle === 'running' ? this.#storage.sizeBytes() : undefined),
+          storageLimitBytes: () => (this.#lifecycle === 'running' ? this.#storage.capacity?.()?.limitBytes : undefined),
+        });
+        return this.#metrics;
+      },
+      (error: unknown) => {
+        this.#metricsLoading = undefined;
+        throw error;
+      },
+    );
+    return this.#metricsLoading;
+  }
+
+  /**
+   * The gateway's metrics in the Prometheus text format: the seed's `edge_gateway_data_points_total`,
+   * `edge_gateway_sync_success_total`, `edge_gateway_sync_failures_total`, `edge_gateway_queue_size` and
+   * `edge_gateway_processing_duration_seconds`, and the others of docs/operations.md. They live on a registry of
+   * this gateway's own. Without the `metrics` option, counting starts at the first call of this method,
+   * {@link metricsRegistry} or {@link serveHttp}.
+   *
+   * @example
+   * ```ts
+   * const gateway = new EdgeGateway({ deviceId: 'd', metrics: true });
+   * await gateway.start();
+   * console.log(await gateway.metrics()); // # HELP edge_gateway_data_points_total ...
+   * ```
+   */
+  async metrics(): Promise<string> {
+    return (await this.#enableMetrics()).metrics();
+  }
+
+  /**
+   * The prom-client registry holding this gateway's metrics, e.g. to expose them with a host's own:
+   * `Registry.merge([register, await gateway.metricsRegistry()])`. Starts counting as {@link metrics} does.
+   */
+  async metricsRegistry(): Promise<Registry> {
+    return (await this.#enableMetrics()).registry;
+  }
+
+  /**
+   * Serves `GET /health` (the health check as JSON, 503 when unhealthy), `GET /metrics` (Prometheus text) and
+   * `POST /api/v1/data` (local ingest: one reading or an array, answered once they are durable) over HTTP, on
+   * 127.0.0.1:8000 unless told otherwise. Opt-in: the library serves nothing unless asked. `close()` the server
+   * before `stop()`ping the gateway.
+   *
+   * @example
+   * ```ts
+   * const server = await gateway.serveHttp({ port: 8000 });
+   * // curl http://127.0.0.1:8000/health
+   * await server.close();
+   * ```
+   */
+  async serveHttp(options: HttpServerOptions = {}): Promise<GatewayHttpServer> {
+    const [{ serveGateway }] = await Promise.all([import('../ops/http-server.js'), this.#enableMetrics()]);
+    return serveGateway(this, options);
+  }
 }
 
 const round1 = (n: number) => Math.round(n * 10) / 10;
 
-const processorName = (processor: Processor) => processor.name ?? processor.constructor?.name ?? 'processor';
+function tlsReason(failure: NonNullable<GatewayStatus['tlsFailure']>): string {
+  return failure.code === 'PIN_MISMATCH'
+    ? `the cloud's certificate matches none of the pinned keys (pinnedCertificates): nothing is being forwarded (${failure.message})`
+    : `no trusted TLS connection to the cloud: nothing is being forwarded (${failure.message})`;
+}
 
-const isReading = (value: unknown): value is DataPoint | DataPointInput =>
-  value instanceof DataPoint ||
-  (typeof value === 'object' &&
-    value !== null &&
-    typeof (value as { sensorId?: unknown }).sensorId === 'string' &&
-    typeof (value as { value?: unknown }).value === 'number');
+/** Whether two sets of options secure the link to the cloud alike (configure() makes a new transport when not). */
+function sameTls(a: ResolvedOptions, b: ResolvedOptions): boolean {
+  const list = <T>(value: T | readonly T[] | undefined): readonly T[] =>
+    value === undefined ? [] : Array.isArray(value) ? value : [value as T];
+  const sameList = <T>(x: T | readonly T[] | undefined, y: T | readonly T[] | undefined) =>
+    list(x).length === list(y).length && list(x).every((item, i) => item === list(y)[i]);
+  return (
+    a.allowInsecure === b.allowInsecure &&
+    a.cert === b.cert &&
+    a.key === b.key &&
+    sameList(a.ca, b.ca) &&
+    sameList(a.pinnedCertificates, b.pinnedCertificates)
+  );
+}
 
-// What a processor returned, as outbox rows; throws (so the reading goes to the dead letters) when unusable.
-function rowsFromResult(result: ProcessResult, source: NormalizedPoint): OutboxInsert[] {
-  if (result === null || result === undefined) return [];
-  const items = Array.isArray(result) ? result : [result];
-  return items.map((item: unknown) => {
-    if (isReading(item)) return normalizePoint(item, source.ts);
-    if (typeof item !== 'object' || item === null) {
-      throw new TypeError(`the processor returned ${typeof item}; expected a DataPoint, an object, an array or null`);
-    }
-    const payload = JSON.stringify(item);
-    if (payload.length > MAX_PAYLOAD_BYTES) {
-      throw new RangeError(
-        `the processor returned ${payload.length} bytes of JSON; at most ${MAX_PAYLOAD_BYTES} are kept`,
-      );
-    }
-    return {
-      kind: 'processed',
-      sensorId: source.sensorId,
-      ts: source.ts,
-      value: null,
-      unit: null,
-      tags: source.tags,
-      payload,
-    };
-  });
+/** Whether two sets of options make the same processing (configure() rebuilds the chain only when not). */
+function sameProcessing(a: ResolvedOptions, b: ResolvedOptions): boolean {
+  const list = (o: ResolvedOptions) => o.processors ?? [];
+  return (
+    a.processor === b.processor &&
+    list(a).length === list(b).length &&
+    list(a).every((p, i) => p === list(b)[i]) &&
+    a.processorTimeout === b.processorTimeout &&
+    a.localAnalytics === b.localAnalytics &&
+    a.alertDedupWindow === b.alertDedupWindow &&
+    a.maxStoredAlerts === b.maxStoredAlerts &&
+    a.localHistory.readings === b.localHistory.readings &&
+    a.localHistory.aggregates === b.localHistory.aggregates
+  );
 }

@@ -1,29 +1,42 @@
+import type { RaisedAlert } from '../processing/processing-scope.js';
+import type { StagedReading } from '../processing/processor-chain.js';
 import type { DeadLetterInsert, OutboxInsert } from '../storage/storage.js';
 
 /** Largest group: past this many rows in one tick, the group commits at once, so memory stays bounded. */
 export const MAX_GROUP_ROWS = 8192;
 
+/** What a group holds besides its plain rows and dead letters: the processors' share of the transaction. */
+export interface GroupExtras {
+  /** Readings for the built-in processors, which run inside the commit. */
+  staged: StagedReading[];
+  alerts: RaisedAlert[];
+  /** Set when the built-ins should close what the clock says is over. */
+  tick: boolean;
+}
+
 /**
  * Group commit: every row added in the same tick of the event loop goes into one transaction, and every caller
  * of that tick shares one promise, settled after the commit. Durability then costs one fsync per tick, not one per
- * reading, and a burst costs one allocation per tick, not one promise per reading.
+ * reading, and a burst costs one allocation per tick, not one promise per reading. Alerts, and the readings the
+ * built-in processors still have to see, ride in the same transaction as the rows they came with.
  */
 export class GroupCommit {
-  readonly #commit: (rows: OutboxInsert[], dead: DeadLetterInsert[]) => void;
+  readonly #commit: (rows: OutboxInsert[], dead: DeadLetterInsert[], extras: GroupExtras | undefined) => void;
   #rows: OutboxInsert[] = [];
   #dead: DeadLetterInsert[] = [];
+  #extras: GroupExtras | undefined;
   #promise: Promise<true> | undefined;
   #resolve: ((value: true) => void) | undefined;
   #reject: ((error: unknown) => void) | undefined;
   #immediate: NodeJS.Immediate | undefined;
 
-  constructor(commit: (rows: OutboxInsert[], dead: DeadLetterInsert[]) => void) {
+  constructor(commit: (rows: OutboxInsert[], dead: DeadLetterInsert[], extras: GroupExtras | undefined) => void) {
     this.#commit = commit;
   }
 
   /** Rows waiting for the end of the tick. */
   get size(): number {
-    return this.#rows.length;
+    return this.#rows.length + (this.#extras?.staged.length ?? 0);
   }
 
   /** Adds one row; the promise settles when its transaction commits or fails. */
@@ -44,6 +57,32 @@ export class GroupCommit {
     return this.#pending();
   }
 
+  /** Adds what a processor chain made of readings: all of it lands in one transaction. */
+  addProcessed(work: {
+    rows: readonly OutboxInsert[];
+    dead: readonly DeadLetterInsert[];
+    staged: readonly StagedReading[];
+    alerts: readonly RaisedAlert[];
+    tick?: boolean;
+  }): Promise<true> {
+    for (const row of work.rows) this.#rows.push(row);
+    for (const dead of work.dead) this.#dead.push(dead);
+    if (work.staged.length > 0 || work.alerts.length > 0 || work.tick) {
+      this.#extras ??= { staged: [], alerts: [], tick: false };
+      for (const entry of work.staged) this.#extras.staged.push(entry);
+      for (const alert of work.alerts) this.#extras.alerts.push(alert);
+      if (work.tick) this.#extras.tick = true;
+    }
+    return this.#pending();
+  }
+
+  /** Adds one reading for the built-in processors (the hot path of `sendData()` with a chain). */
+  addStaged(entry: StagedReading): Promise<true> {
+    this.#extras ??= { staged: [], alerts: [], tick: false };
+    this.#extras.staged.push(entry);
+    return this.#pending();
+  }
+
   #pending(): Promise<true> {
     if (this.#promise === undefined) {
       this.#promise = new Promise<true>((resolve, reject) => {
@@ -53,7 +92,7 @@ export class GroupCommit {
       this.#immediate = setImmediate(() => this.flush());
     }
     const promise = this.#promise;
-    if (this.#rows.length >= MAX_GROUP_ROWS) this.flush();
+    if (this.size >= MAX_GROUP_ROWS) this.flush();
     return promise;
   }
 
@@ -63,16 +102,18 @@ export class GroupCommit {
     if (this.#immediate) clearImmediate(this.#immediate);
     const rows = this.#rows;
     const dead = this.#dead;
+    const extras = this.#extras;
     const resolve = this.#resolve;
     const reject = this.#reject;
     this.#rows = [];
     this.#dead = [];
+    this.#extras = undefined;
     this.#promise = undefined;
     this.#resolve = undefined;
     this.#reject = undefined;
     this.#immediate = undefined;
     try {
-      this.#commit(rows, dead);
+      this.#commit(rows, dead, extras);
     } catch (error) {
       reject?.(error);
       return;

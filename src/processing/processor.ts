@@ -1,9 +1,15 @@
+import { ValidationError } from '../errors.js';
 import type { DataPoint, DataPointInput } from '../model/data-point.js';
+import { ALERT_SEVERITIES, type AlertInput, MAX_ALERT_MESSAGE } from './alert.js';
+import { processingScope, type RaisedAlert } from './processing-scope.js';
+
+export type { Alert, AlertInput, AlertQuery, AlertSeverity } from './alert.js';
 
 /**
  * What a processor may return for one reading: a {@link DataPoint} (or its plain form), which goes on as a
- * reading; any other JSON-serialisable object, stored and synced as processed data linked to the reading's
- * sensor and timestamp; an array of those; or `null`/`undefined` to drop the reading.
+ * reading (to the next processor, then to storage); any other JSON-serialisable object, stored and synced as
+ * processed data linked to the reading's sensor and timestamp (later processors do not see it); an array of
+ * those; or `null`/`undefined` to drop the reading.
  */
 export type ProcessResult =
   | DataPoint
@@ -13,36 +19,49 @@ export type ProcessResult =
   | null
   | undefined;
 
-/** An alert raised by a processor. */
-export interface AlertInput {
-  severity: 'info' | 'warning' | 'critical';
-  message: string;
-  /** The sensor concerned; defaults to the reading's. */
-  sensorId?: string;
-}
-
-/** An alert as emitted by the gateway. */
-export interface Alert extends AlertInput {
-  sensorId: string;
-  /** The processor that raised it. */
-  source: string;
-  timestamp: Date;
-}
-
-/** Turns one reading into zero, one or many. May be sync or async. */
+/**
+ * Turns one reading into zero, one or many. `process` may be sync or async; the hooks are optional and may be
+ * either too. The gateway calls `start` in `start()` before it takes readings, `flush` every second and in
+ * `stop()`, and `stop` in `stop()` once the last reading has left the chain.
+ */
 export interface Processor {
-  /** Shown in dead letters and logs. @default the class name */
+  /** Shown in dead letters, alerts and logs. @default the class name */
   readonly name?: string;
   process(point: DataPoint): ProcessResult | Promise<ProcessResult>;
+  /** Prepares the processor. A hook that throws makes `start()` reject with a `ProcessorError`. */
+  start?(): void | Promise<void>;
+  /** Emits what the processor holds back (alerts on a timer, buffers). A throw is reported as an `error` event. */
+  flush?(): void | Promise<void>;
+  /** Releases what the processor holds. A throw is reported as an `error` event; `stop()` carries on. */
+  stop?(): void | Promise<void>;
 }
 
-/** Where a {@link DataProcessor} sends its alerts; set by the gateway. @internal */
-export type AlertSink = (alert: Alert) => void | Promise<void>;
+/** Where a processor's alerts raised outside `process()` go; set by the gateway. Resolves once stored. @internal */
+export type AlertSink = (alert: RaisedAlert) => Promise<void>;
 
-const sinks = new WeakMap<DataProcessor, AlertSink>();
+const sinks = new WeakMap<Processor, AlertSink>();
+
+/** The name a processor goes by in dead letters, alerts and logs. @internal */
+export const processorName = (processor: Processor): string =>
+  processor.name ?? processor.constructor?.name ?? 'processor';
+
+function checkAlert(alert: AlertInput): void {
+  const problems = [];
+  if (!ALERT_SEVERITIES.includes(alert?.severity)) {
+    problems.push({ field: 'severity', message: `expected info, warning or critical, got ${String(alert?.severity)}` });
+  }
+  if (typeof alert?.message !== 'string' || alert.message.length === 0) {
+    problems.push({ field: 'message', message: 'expected a non-empty string' });
+  }
+  if (alert?.sensorId !== undefined && (typeof alert.sensorId !== 'string' || alert.sensorId.length === 0)) {
+    problems.push({ field: 'sensorId', message: 'expected a non-empty string' });
+  }
+  if (problems.length > 0) throw new ValidationError(problems);
+}
 
 /**
- * Base class of user processors. Subclass it and implement `process`.
+ * Base class of user processors. Subclass it and implement `process`; add `start`, `flush` or `stop` when the
+ * processor holds resources or state.
  *
  * @example
  * ```ts
@@ -55,35 +74,38 @@ const sinks = new WeakMap<DataProcessor, AlertSink>();
  * ```
  */
 export abstract class DataProcessor implements Processor {
-  #current: DataPoint | undefined;
-
   get name(): string {
     return this.constructor.name;
   }
 
   abstract process(point: DataPoint): ProcessResult | Promise<ProcessResult>;
 
-  /** Raises an alert about the reading being processed; the gateway emits it as `alert`. */
+  /**
+   * Raises an alert. Inside `process()` it is about the reading being processed (its sensor and time, even when
+   * calls interleave), resolves at once, and is stored in the same transaction as that reading: durable when
+   * `sendData()` resolves. Outside `process()` (a timer, `flush`) it resolves once the alert is stored. Repeats
+   * within the gateway's `alertDedupWindow` are counted, not raised again. Throws `ValidationError` on a bad
+   * severity or an empty message.
+   */
   async triggerAlert(alert: AlertInput): Promise<void> {
-    const sink = sinks.get(this);
-    const point = this.#current;
-    await sink?.({
-      ...alert,
-      sensorId: alert.sensorId ?? point?.sensorId ?? 'unknown',
+    checkAlert(alert);
+    const scope = processingScope.getStore();
+    const raised: RaisedAlert = {
+      severity: alert.severity,
+      message: alert.message.slice(0, MAX_ALERT_MESSAGE),
+      sensorId: alert.sensorId ?? scope?.sensorId ?? 'unknown',
       source: this.name,
-      timestamp: point?.timestamp ?? new Date(),
-    });
+      ts: scope?.ts ?? Date.now(),
+    };
+    if (scope?.trip.open) {
+      scope.alerts.push(raised);
+      return;
+    }
+    await sinks.get(this)?.(raised);
   }
 
   /** @internal */
   static attach(processor: Processor, sink: AlertSink): void {
-    if (processor instanceof DataProcessor) sinks.set(processor, sink);
-  }
-
-  /** @internal Runs `process` with the reading recorded, so that alerts can name its sensor. */
-  static run(processor: Processor, point: DataPoint): ProcessResult | Promise<ProcessResult> {
-    if (!(processor instanceof DataProcessor)) return processor.process(point);
-    processor.#current = point;
-    return processor.process(point);
+    sinks.set(processor, sink);
   }
 }

@@ -52,6 +52,114 @@ export const MIGRATIONS: readonly string[] = [
     created_at INTEGER NOT NULL
   );
   `,
+  `
+  -- Shared records as this replica holds them; value is JSON text, NULL for a tombstone. version is the cloud
+  -- version the state is at, or was made on for a local edit the cloud has not acknowledged yet.
+  CREATE TABLE records (
+    collection TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value TEXT,
+    deleted INTEGER NOT NULL DEFAULT 0,
+    version INTEGER NOT NULL DEFAULT 0,
+    hlc TEXT NOT NULL,
+    origin TEXT NOT NULL,
+    PRIMARY KEY (collection, key)
+  ) WITHOUT ROWID;
+
+  -- Local edits of records waiting for the cloud. state 0: pending, coalescing with later edits of its key;
+  -- state 1: sent, frozen until its outcome is applied. AUTOINCREMENT: an id names a mutation to the cloud
+  -- ({replicaId}:{id}) and must never be reused, even after the newest row is deleted.
+  CREATE TABLE mutations (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    collection TEXT NOT NULL,
+    key TEXT NOT NULL,
+    op INTEGER NOT NULL,
+    value TEXT,
+    hlc TEXT NOT NULL,
+    state INTEGER NOT NULL DEFAULT 0,
+    base_version INTEGER
+  );
+  CREATE UNIQUE INDEX mutations_pending ON mutations (collection, key) WHERE state = 0;
+  CREATE INDEX mutations_key ON mutations (collection, key, state);
+
+  -- Mutations the cloud refused as invalid, kept with the reason.
+  CREATE TABLE record_dead_letters (
+    id INTEGER PRIMARY KEY,
+    mid TEXT NOT NULL,
+    collection TEXT NOT NULL,
+    key TEXT NOT NULL,
+    op INTEGER NOT NULL,
+    value TEXT,
+    base_version INTEGER,
+    hlc TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+  );
+  `,
+  // Local stream processing (issue 6).
+  `
+  -- Alerts (outbox kind 2) travel in a lane of their own: sealing takes them before bulk telemetry, so an alert
+  -- raised behind a long backlog goes out in the next batch. The partial index holds only queued alerts.
+  ALTER TABLE batches ADD COLUMN lane INTEGER NOT NULL DEFAULT 0;
+  CREATE INDEX outbox_alert_lane ON outbox (seq) WHERE kind = 2;
+
+  -- Alerts as raised, for local queries and de-duplication; bounded by count (maxStoredAlerts).
+  CREATE TABLE alerts (
+    id INTEGER PRIMARY KEY,
+    source TEXT NOT NULL,
+    sensor_id TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    message TEXT NOT NULL,
+    ts INTEGER NOT NULL,
+    last_ts INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    created_at INTEGER NOT NULL
+  );
+  CREATE INDEX alerts_by_key ON alerts (sensor_id, source, message, ts);
+  CREATE INDEX alerts_by_ts ON alerts (ts);
+
+  -- The state of the built-in processors (open windows, last reported values), written in the transaction that
+  -- stores the readings that changed it.
+  CREATE TABLE processor_state (
+    processor TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (processor, key)
+  ) WITHOUT ROWID;
+
+  -- Closed aggregation windows, kept for local queries after the outbox copy is acknowledged; bounded by count.
+  CREATE TABLE aggregates (
+    id INTEGER PRIMARY KEY,
+    source TEXT NOT NULL,
+    sensor_id TEXT NOT NULL,
+    tags TEXT,
+    unit TEXT,
+    window_start INTEGER NOT NULL,
+    window_ms INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    min REAL NOT NULL,
+    max REAL NOT NULL,
+    sum REAL NOT NULL,
+    mean REAL NOT NULL,
+    m2 REAL NOT NULL,
+    first REAL NOT NULL,
+    first_ts INTEGER NOT NULL,
+    last REAL NOT NULL,
+    last_ts INTEGER NOT NULL
+  );
+  CREATE INDEX aggregates_by_sensor ON aggregates (sensor_id, window_start);
+
+  -- Raw readings kept for local queries (off unless localHistory.readings > 0); bounded by count.
+  CREATE TABLE history (
+    id INTEGER PRIMARY KEY,
+    sensor_id TEXT NOT NULL,
+    ts INTEGER NOT NULL,
+    value REAL NOT NULL,
+    unit TEXT,
+    tags TEXT
+  );
+  CREATE INDEX history_by_sensor ON history (sensor_id, ts);
+  `,
 ];
 
 /** Brings the schema to the latest version. Returns the version it found. */

@@ -3,6 +3,8 @@ import { existsSync, mkdirSync, statfsSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
 import BetterSqlite3, { type Database, type Statement } from 'better-sqlite3';
 import { ConfigError, StorageError } from '../errors.js';
+import { DatabaseLock } from './database-lock.js';
+import { LocalTables } from './local-tables.js';
 import { MIGRATIONS, migrate, verifySchema } from './migrations.js';
 import {
   CorruptDatabaseError,
@@ -11,16 +13,27 @@ import {
   type QuarantineReport,
   quarantineFiles,
 } from './quarantine.js';
+import type { RecordStorage } from './record-storage.js';
+import { type RetentionStorage, tablePruneStep } from './retention.js';
+import { SqliteRecordStorage } from './sqlite-records.js';
+import { SqliteRetention } from './sqlite-retention.js';
 import type {
+  AggregateInsert,
   DeadLetter,
   DeadLetterInsert,
+  HistoryRow,
+  IntakeResult,
+  IntakeWork,
   OutboxInsert,
   OutboxKind,
   OutboxRow,
   SealedBatch,
   SealInput,
+  SeriesRange,
   Storage,
   StorageCapacity,
+  StoredAlert,
+  StoredAlertQuery,
   UnsealedRead,
 } from './storage.js';
 
@@ -34,7 +47,11 @@ export interface SqliteStorageOptions {
    * @default 'full'
    */
   synchronous?: 'full' | 'normal';
-  /** How long a write waits for a lock held by another connection, in ms. @default 5000 */
+  /**
+   * How long a statement waits for a lock held by another connection (a reader checkpointing, a backup, the
+   * `sqlite3` shell), in ms. Another gateway never holds it: `open()` refuses a database another gateway has open
+   * (see {@link SqliteStorage.open}). @default 5000
+   */
   busyTimeoutMs?: number;
   /**
    * The most bytes the database file may take, at least 1 MiB (enforced with `PRAGMA max_page_count`). Once new
@@ -57,9 +74,16 @@ export interface SqliteStorageOptions {
 
 /** Smallest `maxSizeBytes`: below it the schema and the sync loop's reserve leave no room for readings. */
 export const MIN_MAX_SIZE_BYTES = 1024 * 1024;
+/** SQLite's largest page count: the cap of a database without a size budget. */
+const NO_PAGE_LIMIT = 4294967294;
+/** Attempts of one append to free room under the size budget (drop-oldest, downsample-oldest) before it fails. */
+const MAX_FREE_ATTEMPTS = 16;
 
-const KIND_CODES: Record<OutboxKind, number> = { reading: 0, processed: 1 };
-const KINDS: readonly OutboxKind[] = ['reading', 'processed'];
+const KIND_CODES: Record<OutboxKind, number> = { reading: 0, processed: 1, alert: 2, aggregate: 3 };
+const KINDS: readonly OutboxKind[] = ['reading', 'processed', 'alert', 'aggregate'];
+/** Batches of the bulk lane (readings, processed data, aggregates) and of the alert lane (outbox kind 2). */
+const BULK_LANE = 0;
+const ALERT_LANE = 1;
 
 interface RawRow {
   seq: number;
@@ -82,6 +106,7 @@ interface RawBatch {
   content_encoding: string | null;
   hash: string;
   attempts: number;
+  lane: number;
 }
 
 const toRow = (raw: RawRow): OutboxRow => ({
@@ -142,25 +167,43 @@ function prepareStatements(db: Database) {
     ),
     oldestBatch: db.prepare('SELECT * FROM batches ORDER BY batch_no LIMIT 1'),
     batch: db.prepare('SELECT * FROM batches WHERE batch_no = ?'),
-    // Rows as arrays (in RAW_COLUMNS order), not objects: half the cost of a batch's read, which the event loop pays.
+    // Each lane seals its own rows in seq order; alerts are few, and the bulk lane's scan steps over them. Rows as
+    // arrays (in RAW_COLUMNS order), not objects: half the cost of a batch's read, which the event loop pays.
     unsealed: db
       .prepare(
-        `SELECT ${RAW_COLUMNS} FROM outbox WHERE seq > coalesce((SELECT max(last_seq) FROM batches), 0) ORDER BY seq LIMIT ?`,
+        `SELECT ${RAW_COLUMNS} FROM outbox WHERE seq > coalesce((SELECT max(last_seq) FROM batches WHERE lane = ${BULK_LANE}), 0)
+         AND kind <> 2 ORDER BY seq LIMIT ?`,
       )
       .raw(true),
-    // Where the queue's unsealed part starts, and how many rows a sealed range holds: what sealRead() checks.
+    unsealedAlerts: db
+      .prepare(
+        `SELECT ${RAW_COLUMNS} FROM outbox WHERE kind = 2
+         AND seq > coalesce((SELECT max(last_seq) FROM batches WHERE lane = ${ALERT_LANE}), 0) ORDER BY seq LIMIT ?`,
+      )
+      .raw(true),
+    // Where a lane's unsealed part starts, and how many of its rows a range holds: what sealRead() checks.
     firstUnsealed: db
-      .prepare('SELECT min(seq) FROM outbox WHERE seq > coalesce((SELECT max(last_seq) FROM batches), 0)')
+      .prepare(
+        `SELECT min(seq) FROM outbox WHERE seq > coalesce((SELECT max(last_seq) FROM batches WHERE lane = ${BULK_LANE}), 0)
+         AND kind <> 2`,
+      )
       .pluck(),
-    countRange: db.prepare('SELECT count(*) FROM outbox WHERE seq BETWEEN ? AND ?').pluck(),
+    firstUnsealedAlert: db
+      .prepare(
+        `SELECT min(seq) FROM outbox WHERE kind = 2
+         AND seq > coalesce((SELECT max(last_seq) FROM batches WHERE lane = ${ALERT_LANE}), 0)`,
+      )
+      .pluck(),
+    countRange: db.prepare('SELECT count(*) FROM outbox WHERE seq BETWEEN ? AND ? AND (kind = 2) = ?').pluck(),
     insertBatch: db.prepare(
-      `INSERT INTO batches (batch_no, first_seq, last_seq, count, body, content_type, content_encoding, hash, created_at)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      `INSERT INTO batches (batch_no, first_seq, last_seq, count, body, content_type, content_encoding, hash, created_at, lane)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
     ),
     attempt: db.prepare('UPDATE batches SET attempts = attempts + 1 WHERE batch_no = ?'),
-    deleteRange: db.prepare('DELETE FROM outbox WHERE seq BETWEEN ? AND ?'),
+    // A lane's batch covers a seq range in which the other lane's rows may sit: the kind test leaves those alone.
+    deleteRange: db.prepare('DELETE FROM outbox WHERE seq BETWEEN ? AND ? AND (kind = 2) = ?'),
     deleteBatch: db.prepare('DELETE FROM batches WHERE batch_no = ?'),
-    rowsInRange: db.prepare('SELECT * FROM outbox WHERE seq BETWEEN ? AND ?'),
+    rowsInRange: db.prepare('SELECT * FROM outbox WHERE seq BETWEEN ? AND ? AND (kind = 2) = ?'),
     deleteRow: db.prepare('DELETE FROM outbox WHERE seq = ?'),
     getMeta: db.prepare('SELECT value FROM meta WHERE key = ?').pluck(),
     setMeta: db.prepare(
@@ -168,6 +211,7 @@ function prepareStatements(db: Database) {
     ),
     deadLetters: db.prepare('SELECT * FROM dead_letters ORDER BY id DESC LIMIT ?'),
     deadLetterCount: db.prepare('SELECT count(*) FROM dead_letters').pluck(),
+    tables: new LocalTables(db),
     // One wrapper for every transaction: db.transaction() makes several functions each time it is called.
     transaction: db.transaction((work: () => unknown) => work()),
   };
@@ -218,16 +262,22 @@ export class SqliteStorage implements Storage {
   #statements: Statements | undefined;
   #budget: Budget | undefined;
   #quarantined: QuarantineReport | undefined;
+  #records: SqliteRecordStorage | undefined;
+  #retention: SqliteRetention | undefined;
+  #lock: DatabaseLock | undefined;
+  #maxSizeBytes: number | undefined;
+  #busyTimeoutMs: number;
   /** The parameters of one multi-row INSERT, reused from group to group. */
   readonly #insertArgs: unknown[] = new Array(8 * ROWS_PER_INSERT).fill(null);
+  /** Changes retention committed to the queue (rows dropped or downsampled): what sealRead() compares. */
+  #retentionChanges = 0;
+  /** The value of #retentionChanges when each read of a two-phase seal was made. */
+  readonly #readsRetention = new WeakMap<UnsealedRead, number>();
 
   constructor(options: SqliteStorageOptions) {
-    const { maxSizeBytes, quickCheckMaxBytes } = options;
-    if (maxSizeBytes !== undefined && !(Number.isSafeInteger(maxSizeBytes) && maxSizeBytes >= MIN_MAX_SIZE_BYTES)) {
-      throw new ConfigError([
-        `Expected the "maxSizeBytes" option to be an integer of at least ${MIN_MAX_SIZE_BYTES} (1 MiB), got ${String(maxSizeBytes)}`,
-      ]);
-    }
+    const { maxSizeBytes, quickCheckMaxBytes, busyTimeoutMs } = options;
+    checkMaxSize(maxSizeBytes);
+    checkBusyTimeout(busyTimeoutMs);
     if (quickCheckMaxBytes !== undefined && !(quickCheckMaxBytes >= 0)) {
       throw new ConfigError([
         `Expected the "quickCheckMaxBytes" option to be a number of bytes, 0 or more, got ${String(quickCheckMaxBytes)}`,
@@ -240,6 +290,8 @@ export class SqliteStorage implements Storage {
       ...options,
       maxSizeBytes,
     };
+    this.#maxSizeBytes = maxSizeBytes;
+    this.#busyTimeoutMs = this.#options.busyTimeoutMs;
   }
 
   get path(): string {
@@ -260,12 +312,21 @@ export class SqliteStorage implements Storage {
    * and a new database (with a new `replicaId`) takes its place; {@link SqliteStorage.quarantined} says where it
    * went and why. A file that is merely unusable (a newer schema, read-only, locked, a folder in the way) is left
    * alone, and `open()` throws `StorageError`.
+   *
+   * One storage at a time may have a database open: `open()` takes a lock, `<path>.lock`, held until `close()` (or
+   * the end of the process, however it ends), and throws `StorageError` with `inUseBy` (the other process's pid,
+   * host and start time) and `sqliteCode` `SQLITE_BUSY` when another storage holds it, in this process or another.
+   *
+   * A new file is made with `auto_vacuum=INCREMENTAL`, so that cleanup can give free pages back to the file system.
    */
   open(): void {
     if (this.#db) return;
     const { path } = this.#options;
     try {
-      if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
+      if (path !== ':memory:') {
+        mkdirSync(dirname(path), { recursive: true });
+        this.#lock = DatabaseLock.acquire(path);
+      }
       const damaged = this.#connect(undefined);
       if (damaged) {
         const at = new Date();
@@ -277,6 +338,8 @@ export class SqliteStorage implements Storage {
         }
       }
     } catch (error) {
+      this.#lock?.release();
+      this.#lock = undefined;
       if (error instanceof StorageError) throw error;
       throw new StorageError(`Cannot open the local database at ${path}: ${(error as Error).message}`, {
         cause: error,
@@ -315,12 +378,14 @@ export class SqliteStorage implements Storage {
   // file is damaged (for #setAside); on any other failure closes it and throws. `quarantine` is the damaged file
   // just set aside, remembered in the new database's meta so that it is reported across restarts.
   #connect(quarantine: QuarantineReport | undefined): { db: Database; reason: string } | undefined {
-    const { path, synchronous, busyTimeoutMs } = this.#options;
+    const { path, synchronous } = this.#options;
     const onDisk = path !== ':memory:';
     const existingBytes = onDisk ? fileSize(path) : 0;
     const walLeft = onDisk && fileSize(`${path}-wal`) > 0;
-    const db = new BetterSqlite3(path, { timeout: busyTimeoutMs });
+    const db = new BetterSqlite3(path, { timeout: this.#busyTimeoutMs });
     try {
+      // Only before the first table exists, and before journal_mode (which writes the header): see #makeBudget.
+      if (existingBytes === 0) db.pragma('auto_vacuum = INCREMENTAL');
       db.pragma('journal_mode = WAL'); // the first read of the header: "file is not a database" surfaces here
       db.pragma(`synchronous = ${synchronous.toUpperCase()}`);
       db.pragma(`cache_size = -${PAGE_CACHE_KIB}`);
@@ -347,11 +412,14 @@ export class SqliteStorage implements Storage {
       this.#nextSeq = this.#findNextSeq(db);
       this.#pending = (db.prepare('SELECT count(*) AS n FROM outbox').get() as { n: number }).n;
       this.#quarantined = report;
+      this.#records = new SqliteRecordStorage(db, (what, work, room) => this.#write(what, work, room));
+      this.#retention = this.#makeRetention(db);
       return undefined;
     } catch (error) {
       this.#db = undefined;
       this.#statements = undefined;
       this.#budget = undefined;
+      this.#retention = undefined;
       const reason = onDisk ? corruptionReason(error) : undefined;
       if (reason !== undefined) return { db, reason };
       db.close();
@@ -390,14 +458,16 @@ export class SqliteStorage implements Storage {
     return undefined;
   }
 
-  // The budget counts pages, free ones included, since the file keeps its size. auto_vacuum stays off: rows an
-  // acknowledgement deletes leave their pages on the freelist, and later appends reuse them before asking for new
-  // ones, so room comes back within the budget at no cost. auto_vacuum=FULL would shrink the file at every commit,
-  // moving pages (more writes on each acknowledgement, and a move needs room of its own), for a file that grows back.
+  // The budget counts pages, free ones included, since the file keeps its size. Rows an acknowledgement deletes
+  // leave their pages on the freelist, and later appends reuse them before asking for new ones, so room comes back
+  // within the budget at no cost. auto_vacuum=FULL would shrink the file at every commit, moving pages (more writes
+  // on each acknowledgement, and a move needs room of its own), for a file that grows back; new files are made with
+  // auto_vacuum=INCREMENTAL instead, which vacuums nothing by itself: retention gives free pages back, a bounded
+  // step at a time, only once the queue has drained (see SqliteRetention.compact).
   // A delete rarely needs a new page (a b-tree rebalance can), and sealing a batch needs room for its body: hence a
   // reserve only the sync loop's writes may use, and sealNext() sealing fewer rows when even that is short.
   #makeBudget(db: Database): Budget | undefined {
-    const { maxSizeBytes } = this.#options;
+    const maxSizeBytes = this.#maxSizeBytes;
     if (maxSizeBytes === undefined) return undefined;
     const pageSize = db.pragma('page_size', { simple: true }) as number;
     const maxPages = Math.floor(maxSizeBytes / pageSize);
@@ -416,10 +486,80 @@ export class SqliteStorage implements Storage {
 
   close(): void {
     if (!this.#db) return;
-    this.#db.close();
-    this.#db = undefined;
-    this.#statements = undefined;
-    this.#budget = undefined;
+    try {
+      this.#db.close();
+    } finally {
+      this.#db = undefined;
+      this.#statements = undefined;
+      this.#budget = undefined;
+      this.#records = undefined;
+      this.#retention = undefined;
+      this.#lock?.release();
+      this.#lock = undefined;
+    }
+  }
+
+  /**
+   * Retention: prune steps for local history, the intake policy (`drop-oldest`, `downsample-oldest`), and the
+   * bounded cleanup steps the gateway runs. Valid after `open()`.
+   */
+  get retention(): RetentionStorage {
+    if (!this.#retention) throw new StorageError('The local database is not open');
+    return this.#retention;
+  }
+
+  // Dead letters (readings and record edits the cloud refused) are the history every database has; other features
+  // register theirs (alerts, aggregates, raw history for local queries).
+  #makeRetention(db: Database): SqliteRetention {
+    const retention = new SqliteRetention(db, {
+      write: (what, work, room) => this.#write(what, work, room),
+      pendingCount: () => this.#pending,
+      removed: (rows) => {
+        this.#pending -= rows;
+      },
+      queueChanged: () => {
+        this.#retentionChanges++;
+      },
+      capacity: () => this.capacity(),
+      busyTimeoutMs: () => this.#busyTimeoutMs,
+      afterVacuum: () => {
+        if (this.#budget) this.#budget.room = undefined;
+      },
+    });
+    retention.register(tablePruneStep('dead_letters', 'created_at'));
+    retention.register(tablePruneStep('record_dead_letters', 'created_at'));
+    // Local history of the processors (all epoch ms): alerts by when they were stored, aggregates by their window.
+    retention.register(tablePruneStep('alerts', 'created_at'));
+    retention.register(tablePruneStep('aggregates', 'window_start'));
+    retention.register(tablePruneStep('history', 'ts'));
+    return retention;
+  }
+
+  /** Changes how long a statement waits for a lock held by another connection, in ms. */
+  setBusyTimeout(ms: number): void {
+    checkBusyTimeout(ms);
+    this.#busyTimeoutMs = ms;
+    this.#db?.pragma(`busy_timeout = ${ms}`);
+  }
+
+  /**
+   * Changes the size budget (`maxSizeBytes`), or removes it (undefined). A budget below the file's current size
+   * takes effect as pages are freed and given back (cleanup does both under `drop-oldest` and
+   * `downsample-oldest`); until then the file keeps its size and new readings reuse only its free pages.
+   */
+  setMaxSizeBytes(maxSizeBytes: number | undefined): void {
+    checkMaxSize(maxSizeBytes);
+    this.#maxSizeBytes = maxSizeBytes;
+    const db = this.#db;
+    if (!db) return;
+    this.#budget = this.#makeBudget(db);
+    if (!this.#budget) db.pragma(`max_page_count = ${NO_PAGE_LIMIT}`);
+  }
+
+  /** Shared records and their outbox, in the same database. Valid after `open()`. */
+  get records(): RecordStorage {
+    if (!this.#records) throw new StorageError('The local database is not open');
+    return this.#records;
   }
 
   #ensureReplicaId(db: Database): string {
@@ -518,13 +658,18 @@ export class SqliteStorage implements Storage {
     );
   }
 
+  /**
+   * Appends in one transaction. Under a `drop-oldest` or `downsample-oldest` retention policy it first makes room,
+   * in the same transaction, for rows that would pass `maxRows` (or throws `QueueFullError` when rows sealed into
+   * batches leave too little), and when the size budget refuses the write it frees room in a transaction of its own
+   * and tries again.
+   */
   append(rows: readonly OutboxInsert[], deadLetters: readonly DeadLetterInsert[] = []): number {
     const first = this.#nextSeq;
     const { insert, insertMany } = this.#s;
     const args = this.#insertArgs;
-    this.#write(
-      'append',
-      () => {
+    try {
+      this.#admit(rows.length, () => {
         let i = 0;
         for (; i + ROWS_PER_INSERT <= rows.length; i += ROWS_PER_INSERT) {
           for (let j = 0; j < ROWS_PER_INSERT; j++) {
@@ -545,17 +690,97 @@ export class SqliteStorage implements Storage {
           const row = rows[i] as OutboxInsert;
           insert.run(first + i, KIND_CODES[row.kind], row.sensorId, row.ts, row.value, row.unit, row.tags, row.payload);
         }
-        if (deadLetters.length === 0) return;
-        const now = Date.now();
-        for (const dead of deadLetters) this.#insertDead(dead, now);
-      },
-      'intake',
-    );
-    args.fill(null); // lets the group's strings go now rather than at the next append
-    // Only after the commit: a failed transaction assigns nothing.
-    this.#nextSeq += rows.length;
-    this.#pending += rows.length;
+        if (deadLetters.length > 0) {
+          const now = Date.now();
+          for (const dead of deadLetters) this.#insertDead(dead, now);
+        }
+        return rows.length;
+      });
+    } finally {
+      args.fill(null); // lets the group's strings go now rather than at the next append
+    }
     return first;
+  }
+
+  /** Like {@link SqliteStorage.append}, retention policy included: room is made for the rows and the alerts. */
+  intake(work: IntakeWork): IntakeResult {
+    const first = this.#nextSeq;
+    let seq = first;
+    const { insert, tables } = this.#s;
+    const queue = (row: OutboxInsert) => {
+      insert.run(seq++, KIND_CODES[row.kind], row.sensorId, row.ts, row.value, row.unit, row.tags, row.payload);
+    };
+    // An alert may be counted into a stored one rather than queued: room is planned for every alert, so that at
+    // worst a few more old rows go than were needed.
+    let raised: StoredAlert[] = [];
+    this.#admit(work.rows.length + work.alerts.length, () => {
+      seq = first;
+      for (const row of work.rows) queue(row);
+      const now = Date.now();
+      for (const dead of work.deadLetters) this.#insertDead(dead, now);
+      raised = tables.storeAlerts(work.alerts, work.dedupWindowMs, work.maxAlerts, queue);
+      tables.storeAggregates(work.aggregates, work.maxAggregates);
+      tables.storeHistory(work.rows, work.maxHistory);
+      tables.writeState(work.state);
+      return seq - first;
+    });
+    return { firstSeq: first, raised };
+  }
+
+  // The intake transaction of append() and intake(): `work` queues rows from `#nextSeq` on (and whatever else it
+  // stores) and returns how many it queued, at most `incoming`. Under a `drop-oldest` or `downsample-oldest` policy
+  // room is made first, in the same transaction, for rows that would pass `maxRows` (or `QueueFullError` is thrown
+  // when rows sealed into batches leave too little); when the size budget refuses the write, room is freed in a
+  // transaction of its own and `work` runs again. Counts move only after the commit: a failed one assigns nothing.
+  #admit(incoming: number, work: () => number): void {
+    const retention = this.#retention;
+    for (let attempt = 0; ; attempt++) {
+      const room = retention?.planRoom(incoming) ?? 0;
+      let queued: number;
+      try {
+        queued = this.#write(
+          'append',
+          () => {
+            retention?.makeRoom(room);
+            return work();
+          },
+          'intake',
+        );
+      } catch (error) {
+        retention?.discardStaged();
+        if (!retention || attempt >= MAX_FREE_ATTEMPTS || (error as StorageError).sqliteCode !== 'SQLITE_FULL') {
+          throw error;
+        }
+        let freed = false;
+        try {
+          freed = retention.freeForIntake(attempt, incoming);
+        } catch {
+          // Freeing needs room too (a full disk): the refusal of the write is what to report.
+        }
+        if (!freed) throw error;
+        continue;
+      }
+      this.#nextSeq += queued;
+      this.#pending += queued;
+      retention?.commitStaged();
+      return;
+    }
+  }
+
+  alerts(query: StoredAlertQuery): StoredAlert[] {
+    return this.#s.tables.alerts(this.#database, query);
+  }
+
+  processorState(processor: string): Map<string, string> {
+    return this.#s.tables.processorState(processor);
+  }
+
+  aggregates(range: SeriesRange): AggregateInsert[] {
+    return this.#s.tables.aggregates(range);
+  }
+
+  history(range: SeriesRange): HistoryRow[] {
+    return this.#s.tables.history(range);
   }
 
   pendingCount(): number {
@@ -581,11 +806,18 @@ export class SqliteStorage implements Storage {
 
   #seal(limit: number, encode: (batchNo: number, rows: readonly OutboxRow[]) => SealInput): SealedBatch | undefined {
     return this.#write('seal', () => {
-      const rows = (this.#s.unsealed.all(limit) as RawColumns[]).map(fromColumns);
+      const { rows, lane } = this.#unsealedRows(limit);
       if (rows.length === 0) return undefined;
       const batchNo = this.#nextBatchNo();
-      return this.#insertBatch(batchNo, encode(batchNo, rows));
+      return this.#insertBatch(batchNo, encode(batchNo, rows), lane);
     });
+  }
+
+  // The rows the next batch takes: alerts first, since they jump a backlog of telemetry, however long.
+  #unsealedRows(limit: number): { rows: OutboxRow[]; lane: number } {
+    const alerts = this.#s.unsealedAlerts.all(limit) as RawColumns[];
+    if (alerts.length > 0) return { rows: alerts.map(fromColumns), lane: ALERT_LANE };
+    return { rows: (this.#s.unsealed.all(limit) as RawColumns[]).map(fromColumns), lane: BULK_LANE };
   }
 
   #nextBatchNo(): number {
@@ -593,7 +825,7 @@ export class SqliteStorage implements Storage {
   }
 
   // Inside a seal's transaction.
-  #insertBatch(batchNo: number, input: SealInput): SealedBatch {
+  #insertBatch(batchNo: number, input: SealInput, lane: number): SealedBatch {
     this.#s.setMeta.run('next_batch_no', String(batchNo + 1));
     this.#s.insertBatch.run(
       batchNo,
@@ -605,20 +837,29 @@ export class SqliteStorage implements Storage {
       input.contentEncoding,
       input.hash,
       Date.now(),
+      lane,
     );
     return { ...input, batchNo, attempts: 0 };
   }
 
-  // One read transaction, so that the rows and the batch number are of the same moment.
+  /**
+   * Phase one of a two-phase seal, in one read transaction so that the rows and the batch number are of the same
+   * moment. The lane is the one {@link SqliteStorage.sealNext} would take: queued alerts first.
+   */
   readUnsealed(limit: number): UnsealedRead | undefined {
     return this.#s.transaction.deferred(() => {
-      const rows = (this.#s.unsealed.all(limit) as RawColumns[]).map(fromColumns);
-      return rows.length === 0 ? undefined : { batchNo: this.#nextBatchNo(), rows };
+      const { rows } = this.#unsealedRows(limit);
+      if (rows.length === 0) return undefined;
+      const read = { batchNo: this.#nextBatchNo(), rows };
+      this.#readsRetention.set(read, this.#retentionChanges);
+      return read;
     }) as UnsealedRead | undefined;
   }
 
-  // Rows are never updated in place and sequence numbers are never reused, so the same first and last seq with the
-  // same count, at the head of the unsealed queue, under the same next batch number, are the same rows.
+  // Sequence numbers are never reused by a new reading, so the same first and last seq with the same count, at the
+  // head of the lane's unsealed rows, under the same next batch number, are the same rows, unless retention
+  // replaced or dropped some in between (downsample-oldest keeps a replaced reading's seq for its aggregate): any
+  // change retention committed to the queue since the read refuses it too.
   sealRead(read: UnsealedRead, input: SealInput): SealedBatch | undefined {
     const first = read.rows[0];
     const last = read.rows[read.rows.length - 1];
@@ -631,11 +872,16 @@ export class SqliteStorage implements Storage {
     ) {
       throw new RangeError('sealRead() was given the encoding of other rows than the ones read');
     }
+    const changes = this.#readsRetention.get(read);
+    if (changes === undefined) throw new RangeError('sealRead() was given a read this storage did not make');
+    if (changes !== this.#retentionChanges) return undefined;
+    const alert = first.kind === 'alert';
     return this.#write('seal', () => {
       if (this.#nextBatchNo() !== read.batchNo) return undefined;
-      if (this.#s.firstUnsealed.get() !== first.seq) return undefined;
-      if (this.#s.countRange.get(first.seq, last.seq) !== read.rows.length) return undefined;
-      return this.#insertBatch(read.batchNo, input);
+      const head = alert ? this.#s.firstUnsealedAlert.get() : this.#s.firstUnsealed.get();
+      if (head !== first.seq) return undefined;
+      if (this.#s.countRange.get(first.seq, last.seq, alert ? 1 : 0) !== read.rows.length) return undefined;
+      return this.#insertBatch(read.batchNo, input, alert ? ALERT_LANE : BULK_LANE);
     });
   }
 
@@ -647,7 +893,7 @@ export class SqliteStorage implements Storage {
     const removed = this.#write('acknowledge', () => {
       const batch = this.#s.batch.get(batchNo) as RawBatch | undefined;
       if (!batch) return 0;
-      const { changes } = this.#s.deleteRange.run(batch.first_seq, batch.last_seq);
+      const { changes } = this.#s.deleteRange.run(batch.first_seq, batch.last_seq, batch.lane === ALERT_LANE ? 1 : 0);
       this.#s.deleteBatch.run(batchNo);
       const acked = Number(this.#s.getMeta.get('acked_through') ?? '0');
       if (batch.last_seq > acked) this.#s.setMeta.run('acked_through', String(batch.last_seq));
@@ -664,7 +910,8 @@ export class SqliteStorage implements Storage {
       let count = 0;
       if (deadLetters.size > 0) {
         const now = Date.now();
-        for (const raw of this.#s.rowsInRange.all(batch.first_seq, batch.last_seq) as RawRow[]) {
+        const lane = batch.lane === ALERT_LANE ? 1 : 0;
+        for (const raw of this.#s.rowsInRange.all(batch.first_seq, batch.last_seq, lane) as RawRow[]) {
           const reason = deadLetters.get(raw.seq);
           if (reason === undefined) continue;
           this.#insertDead({ ...toRow(raw), reason, source }, now);
@@ -723,5 +970,19 @@ export class SqliteStorage implements Storage {
 
   setMeta(key: string, value: string): void {
     this.#write('set meta', () => this.#s.setMeta.run(key, value));
+  }
+}
+
+function checkMaxSize(maxSizeBytes: number | undefined): void {
+  if (maxSizeBytes !== undefined && !(Number.isSafeInteger(maxSizeBytes) && maxSizeBytes >= MIN_MAX_SIZE_BYTES)) {
+    throw new ConfigError([
+      `Expected the "maxSizeBytes" option to be an integer of at least ${MIN_MAX_SIZE_BYTES} (1 MiB), got ${String(maxSizeBytes)}`,
+    ]);
+  }
+}
+
+function checkBusyTimeout(ms: number | undefined): void {
+  if (ms !== undefined && !(Number.isSafeInteger(ms) && ms >= 0)) {
+    throw new ConfigError([`Expected the "busyTimeoutMs" option to be an integer of ms, 0 or more, got ${String(ms)}`]);
   }
 }

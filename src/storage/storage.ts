@@ -4,11 +4,16 @@
  */
 
 import type { QuarantineReport } from './quarantine.js';
+import type { RecordStorage } from './record-storage.js';
+import type { RetentionStorage } from './retention.js';
 
 export type { QuarantineReport } from './quarantine.js';
 
-/** Kinds of rows in the outbox. */
-export type OutboxKind = 'reading' | 'processed';
+/**
+ * Kinds of rows in the outbox. `alert` rows travel in a lane of their own, sealed ahead of the rest; `aggregate`
+ * rows are the windows a windowed aggregation closed. On the wire the last three are processed data.
+ */
+export type OutboxKind = 'reading' | 'processed' | 'alert' | 'aggregate';
 
 /** A row to append to the outbox. `seq` is assigned by the storage. */
 export interface OutboxInsert {
@@ -57,6 +62,11 @@ export interface SealInput {
   contentEncoding: string | null;
   /** sha-256 of the uncompressed body, hex. */
   hash: string;
+  /**
+   * Bytes of the body before compression, as the codec made it; for metrics. Not kept at rest: a batch read back
+   * from storage (a resend after a restart) has none.
+   */
+  rawBytes?: number;
 }
 
 /** A sealed batch: its bytes never change until the cloud acknowledges it, so every retry is byte-identical. */
@@ -75,6 +85,108 @@ export interface UnsealedRead {
   batchNo: number;
   /** The oldest unsealed rows, in sequence order; at least one. */
   rows: readonly OutboxRow[];
+}
+
+/** An alert to store with an intake; see {@link Storage.intake}. */
+export interface AlertInsert {
+  source: string;
+  sensorId: string;
+  severity: 'info' | 'warning' | 'critical';
+  message: string;
+  /** Epoch ms. */
+  ts: number;
+  /** The outbox row that carries it to the cloud, stored only when the alert is new (not a counted repeat). */
+  payload: string;
+}
+
+/** An alert as stored. */
+export interface StoredAlert extends Omit<AlertInsert, 'payload'> {
+  id: number;
+  /** Raises counted into it, itself included. */
+  count: number;
+  /** Epoch ms of the latest repeat counted into it. */
+  lastTs: number;
+}
+
+/** A window a windowed aggregation closed, kept for local queries. */
+export interface AggregateInsert {
+  source: string;
+  sensorId: string;
+  tags: string | null;
+  unit: string | null;
+  /** Epoch ms of the window's start, and its length. */
+  windowStart: number;
+  windowMs: number;
+  count: number;
+  min: number;
+  max: number;
+  sum: number;
+  mean: number;
+  /** Sum of squared deviations from the mean (Welford), so that windows can be merged. */
+  m2: number;
+  first: number;
+  firstTs: number;
+  last: number;
+  lastTs: number;
+}
+
+/** One key of a processor's durable state; `value` null deletes it. */
+export interface StateWrite {
+  processor: string;
+  key: string;
+  value: string | null;
+}
+
+/** Everything one group commit stores, in one transaction. */
+export interface IntakeWork {
+  rows: readonly OutboxInsert[];
+  deadLetters: readonly DeadLetterInsert[];
+  /** Alerts, de-duplicated against those stored: a repeat within `dedupWindowMs` is counted into the first. */
+  alerts: readonly AlertInsert[];
+  dedupWindowMs: number;
+  /** Most alerts kept; the oldest go first. */
+  maxAlerts: number;
+  aggregates: readonly AggregateInsert[];
+  /** Most aggregates kept for local queries; the oldest go first. */
+  maxAggregates: number;
+  /** Most raw readings kept for local queries (a copy of the `reading` rows); 0 keeps none. */
+  maxHistory: number;
+  state: readonly StateWrite[];
+}
+
+/** What {@link Storage.intake} did. */
+export interface IntakeResult {
+  /** The seq of the first row stored. */
+  firstSeq: number;
+  /** Alerts stored as new, in the order given (repeats counted into an earlier alert are not here). */
+  raised: StoredAlert[];
+}
+
+/** A raw reading kept for local queries. */
+export interface HistoryRow {
+  sensorId: string;
+  ts: number;
+  value: number;
+  unit: string | null;
+  tags: string | null;
+}
+
+/** What {@link Storage.alerts} selects; times in epoch ms. */
+export interface StoredAlertQuery {
+  since?: number;
+  until?: number;
+  severities?: readonly string[];
+  sensorId?: string;
+  source?: string;
+  limit: number;
+}
+
+/** A time range of one sensor, epoch ms, `to` excluded. */
+export interface SeriesRange {
+  sensorId: string;
+  from: number;
+  to: number;
+  limit: number;
 }
 
 /** Space a store with a size limit uses, from {@link Storage.capacity}. */
@@ -143,6 +255,31 @@ export interface Storage {
    * set-aside file is where it was put, across restarts. Absent for stores that never quarantine.
    */
   readonly quarantined?: QuarantineReport | undefined;
+  /** Shared records and their outbox; absent for stores without them (records are then unavailable). */
+  readonly records?: RecordStorage;
+  /**
+   * Retention: prune steps for local history, the intake policy and bounded cleanup steps. Absent for stores
+   * without it: then only the `reject-new` strategy is available and `maxDays` prunes nothing.
+   */
+  readonly retention?: RetentionStorage;
+  /** Changes how long a statement waits for another connection's lock, ms (the gateway's `dbTimeout`). */
+  setBusyTimeout?(ms: number): void;
+  /** Changes the size budget in bytes, or removes it (the gateway's `maxDatabaseSize`, `retention.maxBytes`). */
+  setMaxSizeBytes?(maxSizeBytes: number | undefined): void;
+  /**
+   * Stores rows, dead letters, alerts, aggregates and processor state in one transaction (what `append` does,
+   * and more), so that an alert or a processor's state is durable exactly when the reading that caused it is.
+   * Optional: without it, the gateway refuses processors. Applies the retention policy as `append` does.
+   */
+  intake?(work: IntakeWork): IntakeResult;
+  /** Stored alerts, newest first. */
+  alerts?(query: StoredAlertQuery): StoredAlert[];
+  /** The durable state of one processor, key by key. */
+  processorState?(processor: string): Map<string, string>;
+  /** Aggregates of one sensor whose window starts in the range, oldest first; all window lengths. */
+  aggregates?(range: SeriesRange): AggregateInsert[];
+  /** Raw readings of one sensor kept for local queries, oldest first. */
+  history?(range: SeriesRange): HistoryRow[];
   /** A small string value kept with the store. */
   getMeta(key: string): string | undefined;
   setMeta(key: string, value: string): void;

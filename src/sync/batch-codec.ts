@@ -56,6 +56,7 @@ export function encodeBatch(
       contentType: COMPACT_BATCH_CONTENT_TYPE,
       contentEncoding: null,
       hash: createHash('sha256').update(body).digest('hex'),
+      rawBytes: raw.byteLength,
     };
   }
   const points = rows.map(pointJson).join(',');
@@ -73,5 +74,6 @@ export function encodeBatch(
     contentType: JSON_BATCH_CONTENT_TYPE,
     contentEncoding: compression === false ? null : 'gzip',
     hash,
+    rawBytes: raw.byteLength,
   };
 }

@@ -2,10 +2,11 @@ import { isStorageError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { COMPACT_BATCH_CONTENT_TYPE } from '../model/compact-codec.js';
 import type { SealedBatch, Storage } from '../storage/storage.js';
-import type { SendResult, Transport } from '../transport/transport.js';
+import type { RetryableCode, SendResult, Transport } from '../transport/transport.js';
 import { backoffDelay, sleep } from './backoff.js';
 import { type CompressionSetting, encodeBatch, type WireFormat } from './batch-codec.js';
 import type { BatchEncoder } from './encoder-pool.js';
+import type { RecordsSync } from './records-sync.js';
 import type { SyncErrorCode, SyncErrorEvent, SyncResult } from './sync-result.js';
 
 /** How the gateway decides when to sync. */
@@ -38,6 +39,21 @@ export interface SyncListener {
   deadLettered(count: number, reason: string): void;
   /** An unexpected failure of the loop itself, e.g. the local database refused a write. */
   failed(error: Error): void;
+  /** One attempt to send one batch got an outcome (for metrics). */
+  sent?(report: SendReport): void;
+}
+
+/** One attempt to send one batch, as {@link SyncListener.sent} reports it. */
+export interface SendReport {
+  /** Readings in the batch. */
+  count: number;
+  /** Bytes of the body as sent. */
+  bytes: number;
+  /** Bytes of the body before compression, when the batch was sealed in this run (see `SealInput.rawBytes`). */
+  rawBytes: number | undefined;
+  /** From sending to the outcome, in seconds. */
+  seconds: number;
+  status: SendResult['status'];
 }
 
 /**
@@ -53,6 +69,11 @@ export interface SyncState {
   failedSyncCount: number;
   consecutiveFailures: number;
   authRefused: boolean;
+  /**
+   * The last attempt could not establish a trusted connection (`TLS_ERROR`, `PIN_MISMATCH`); cleared when the
+   * cloud answers over a trusted one, or by a new transport.
+   */
+  tlsFailure: { code: TlsFailureCode; message: string } | null;
   lastError: (SyncErrorEvent & { at: Date }) | null;
   clockSkewMs: number | null;
   /** When the next cycle is due, as a wall-clock date computed when read (the deadline itself is monotonic). */
@@ -66,10 +87,26 @@ export const ADAPTIVE_MIN_INTERVAL_MS = 1000;
 /** A cycle stops after this many batches and yields; the next cycle starts at once. */
 const MAX_BATCHES_PER_CYCLE = 1000;
 
-type CycleEnd = 'drained' | 'yielded' | 'failed' | 'unauthorized' | 'aborted' | 'interrupted';
+/** The `sync-error` codes of a connection that could not be trusted. */
+export type TlsFailureCode = Extract<SyncErrorCode, 'TLS_ERROR' | 'PIN_MISMATCH'>;
 
-const retryableCode = (code: string): SyncErrorCode =>
-  code === 'timeout' ? 'TIMEOUT' : code === 'throttled' ? 'THROTTLED' : code === 'server' ? 'SERVER_ERROR' : 'NETWORK';
+// `untrusted`: no trusted connection to the cloud (TLS_ERROR, PIN_MISMATCH); waits like `unauthorized`.
+type CycleEnd = 'drained' | 'yielded' | 'failed' | 'unauthorized' | 'untrusted' | 'aborted' | 'interrupted';
+
+const RETRYABLE_CODES: Record<RetryableCode, SyncErrorCode> = {
+  network: 'NETWORK',
+  timeout: 'TIMEOUT',
+  server: 'SERVER_ERROR',
+  throttled: 'THROTTLED',
+  tls: 'TLS_ERROR',
+  'pin-mismatch': 'PIN_MISMATCH',
+};
+
+const retryableCode = (code: string): SyncErrorCode => RETRYABLE_CODES[code as RetryableCode] ?? 'NETWORK';
+
+/** True for the failures that retrying soon cannot fix, because the connection itself is not trusted. */
+const untrusted = (code: string | undefined): code is 'tls' | 'pin-mismatch' =>
+  code === 'tls' || code === 'pin-mismatch';
 
 const whenAborted = (signal: AbortSignal): Promise<void> =>
   new Promise((resolve) => {
@@ -103,8 +140,13 @@ export class SyncManager {
   #reachabilityKnown = false;
   // The server's Retry-After on the failure that ended a cycle: the next cycle waits at least this long.
   #retryAfterFloorMs = 0;
+  // The wait a failure already announced (in its sync-error event): the next cycle is scheduled after exactly it.
+  #plannedDelayMs: number | undefined;
   // Set when the cloud answered 415 to a compact batch: JSON from then on.
   #jsonOnly = false;
+  readonly #records: RecordsSync | undefined;
+  /** `performance.now()` of the last complete records pull. */
+  #lastPullAt: number | undefined;
   readonly #state: SyncState = {
     isOnline: false,
     lastSyncTime: null,
@@ -112,13 +154,22 @@ export class SyncManager {
     failedSyncCount: 0,
     consecutiveFailures: 0,
     authRefused: false,
+    tlsFailure: null,
     lastError: null,
     clockSkewMs: null,
     nextSyncAt: null,
   };
 
-  constructor(storage: Storage, transport: Transport, settings: SyncSettings, listener: SyncListener, logger: Logger) {
+  constructor(
+    storage: Storage,
+    transport: Transport,
+    settings: SyncSettings,
+    listener: SyncListener,
+    logger: Logger,
+    records?: RecordsSync,
+  ) {
     this.#storage = storage;
+    this.#records = records;
     this.#transport = transport;
     this.#settings = settings;
     this.#listener = listener;
@@ -164,6 +215,7 @@ export class SyncManager {
   replaceTransport(transport: Transport): void {
     this.#transport = transport;
     this.#state.authRefused = false;
+    this.#state.tlsFailure = null;
     this.#backingOff = false;
     this.#schedule(0, true);
   }
@@ -178,12 +230,18 @@ export class SyncManager {
     }
   }
 
+  /** Called after a local record edit: records go out soon, whatever the strategy but fixed-interval. */
+  noteRecordWrite(): void {
+    if (this.#backingOff || this.#controller.signal.aborted) return;
+    if (this.#settings.strategy !== 'fixed-interval') this.#schedule(ON_CHANGE_DEBOUNCE_MS, false);
+  }
+
   /**
    * Runs a cycle now, whatever the schedule or backoff says: a cycle sleeping in backoff is cut short, one with
    * a request in flight is awaited. The forced cycle tries each batch once and does not sleep: on a failure it
    * returns, and the loop's schedule takes over again.
    */
-  async syncNow(signal?: AbortSignal): Promise<SyncResult> {
+  async syncNow(signal?: AbortSignal, options: { pullRecords?: boolean } = {}): Promise<SyncResult> {
     this.#wake.abort();
     while (this.#cycle) {
       // The wait for a request in flight counts against `signal` too: stop() must not outlast its stopTimeout.
@@ -195,7 +253,7 @@ export class SyncManager {
     // Renewed only now: a cycle that was mid-request above must find the old one aborted when it goes to sleep.
     this.#wake = new AbortController();
     this.#clearTimer();
-    return this.#run(signal, false);
+    return this.#run(signal, false, options.pullRecords ?? true);
   }
 
   #clearTimer(): void {
@@ -225,7 +283,7 @@ export class SyncManager {
 
   #idleDelay(): number {
     const { strategy, intervalMs, batchSize } = this.#settings;
-    const pending = this.#storage.pendingCount();
+    const pending = this.#storage.pendingCount() + (this.#records?.supported ? this.#records.pendingCount() : 0);
     if (strategy === 'fixed-interval') return intervalMs;
     if (strategy === 'on-change') return pending > 0 ? ON_CHANGE_DEBOUNCE_MS : intervalMs;
     if (pending === 0) return intervalMs;
@@ -233,9 +291,9 @@ export class SyncManager {
     return Math.round(this.#adaptiveMs / Math.min(8, 1 + Math.floor(pending / batchSize)));
   }
 
-  async #run(signal: AbortSignal | undefined, patient: boolean): Promise<SyncResult> {
+  async #run(signal: AbortSignal | undefined, patient: boolean, pull?: boolean): Promise<SyncResult> {
     const combined = signal ? AbortSignal.any([this.#controller.signal, signal]) : this.#controller.signal;
-    const cycle = this.#cycleOnce(combined, patient);
+    const cycle = this.#cycleOnce(combined, patient, pull);
     const settled = cycle.then((r) => r.result);
     settled.catch(() => undefined);
     this.#cycle = settled;
@@ -279,12 +337,14 @@ export class SyncManager {
         this.#backingOff = true;
         this.#adaptiveMs = Math.min(maxBackoffMs, this.#adaptiveMs * 2);
         const failures = this.#state.consecutiveFailures;
-        // Out of attempts, or refused credentials: the longest interval, jittered so that a fleet spreads out.
-        // After a forced cycle's single failure: the backoff its failure count calls for.
+        // Out of attempts, refused credentials or an untrusted connection: the longest interval, jittered so that a
+        // fleet spreads out. After a forced cycle's single failure: the backoff its failure count calls for.
         const delay =
-          end === 'unauthorized' || failures >= this.#settings.maxRetryAttempts
+          this.#plannedDelayMs ??
+          (end === 'unauthorized' || end === 'untrusted' || failures >= this.#settings.maxRetryAttempts
             ? Math.round(maxBackoffMs * (0.5 + Math.random() * 0.5))
-            : backoffDelay(failures, this.#backoffBounds());
+            : backoffDelay(failures, this.#backoffBounds()));
+        this.#plannedDelayMs = undefined;
         this.#schedule(Math.max(delay, this.#retryAfterFloorMs), true);
         this.#retryAfterFloorMs = 0;
       }
@@ -292,6 +352,8 @@ export class SyncManager {
   }
 
   #setOnline(online: boolean, reason: string): void {
+    // An answer came over a connection that passed every TLS check.
+    if (online) this.#state.tlsFailure = null;
     if (this.#reachabilityKnown && this.#state.isOnline === online) return;
     this.#reachabilityKnown = true;
     this.#state.isOnline = online;
@@ -301,6 +363,7 @@ export class SyncManager {
   // The server stamped its answer somewhere within the round trip: compare it with the local clock at the middle.
   #noteServerTime(serverTime: string | undefined, roundTripMs: number): void {
     if (!serverTime) return;
+    this.#records?.observeServerTime(serverTime, roundTripMs);
     const server = Date.parse(serverTime);
     if (!Number.isNaN(server)) this.#state.clockSkewMs = Math.round(server - (Date.now() - roundTripMs / 2));
   }
@@ -308,8 +371,22 @@ export class SyncManager {
   #fail(event: SyncErrorEvent): void {
     this.#state.failedSyncCount++;
     this.#state.lastError = { ...event, at: new Date() };
-    this.#logger.warn({ ...event }, 'sync failed');
+    // A pin mismatch may be an interception attempt: worth more than a warning.
+    if (event.code === 'PIN_MISMATCH') this.#logger.error({ ...event }, 'sync refused: certificate pin mismatch');
+    else this.#logger.warn({ ...event }, 'sync failed');
     this.#listener.syncError(event);
+  }
+
+  // No trusted connection: nothing was sent, and retrying soon would meet the same certificate. Waits the longest
+  // interval (jittered, announced in the event), as for refused credentials; the health check says why.
+  #untrusted(code: 'tls' | 'pin-mismatch', message: string, batchNo?: number): void {
+    const syncCode = retryableCode(code) as TlsFailureCode;
+    this.#setOnline(false, message);
+    this.#state.tlsFailure = { code: syncCode, message };
+    this.#state.consecutiveFailures++;
+    const delay = Math.round(this.#settings.maxBackoffMs * (0.5 + Math.random() * 0.5));
+    this.#plannedDelayMs = delay;
+    this.#fail({ code: syncCode, message, retryInMs: delay, ...(batchNo === undefined ? {} : { batchNo }) });
   }
 
   // The oldest sealed batch, or a new one. A batch worth a thread is sealed in two phases: read, encode in the
@@ -350,7 +427,12 @@ export class SyncManager {
     return { initialMs: this.#settings.initialBackoffMs, maxMs: this.#settings.maxBackoffMs };
   }
 
-  async #cycleOnce(signal: AbortSignal, patient: boolean): Promise<{ result: SyncResult; end: CycleEnd }> {
+  // `pull` forces (true) or skips (false) the records pull; by default it runs once per sync interval.
+  async #cycleOnce(
+    signal: AbortSignal,
+    patient: boolean,
+    pull?: boolean,
+  ): Promise<{ result: SyncResult; end: CycleEnd }> {
     const started = performance.now();
     const result: SyncResult = {
       sent: 0,
@@ -360,13 +442,81 @@ export class SyncManager {
       deadLettered: 0,
       remaining: 0,
       durationMs: 0,
+      bytesSent: 0,
     };
     const finish = (end: CycleEnd) => {
       result.remaining = this.#storage.pendingCount();
       result.durationMs = Math.round(performance.now() - started);
-      if (result.acknowledged > 0 || result.deadLettered > 0) this.#listener.synced({ ...result });
+      const records = result.records;
+      const recordsMoved = records !== undefined && records.pushed + records.pulled > 0;
+      if (result.acknowledged > 0 || result.deadLettered > 0 || recordsMoved) this.#listener.synced({ ...result });
       return { result, end };
     };
+    // Records first: they are few and small, and a setpoint matters more than the thousandth reading.
+    let answered = false;
+    const records = this.#records;
+    if (records?.supported && !signal.aborted) {
+      const due = this.#lastPullAt === undefined || performance.now() - this.#lastPullAt >= this.#settings.intervalMs;
+      const pulling = pull ?? (due || 'if-pushed');
+      let cycle: Awaited<ReturnType<RecordsSync['run']>>;
+      try {
+        cycle = await records.run(this.#transport, signal, pulling);
+      } catch (error) {
+        if (signal.aborted) return finish('aborted');
+        throw error; // the local database failed: #run reports it
+      }
+      const { failure, serverTime, ...summary } = cycle;
+      if (records.supported) result.records = summary;
+      if (serverTime) {
+        this.#noteServerTime(serverTime.at, serverTime.roundTripMs);
+        this.#setOnline(true, 'cloud answered');
+        answered = true;
+        if (pulling === true && !failure) this.#lastPullAt = performance.now();
+      }
+      if (failure) {
+        switch (failure.status) {
+          case 'unauthorized':
+            this.#setOnline(true, 'cloud answered');
+            this.#state.authRefused = true;
+            this.#state.consecutiveFailures++;
+            this.#fail({
+              code: 'AUTH_REFUSED',
+              message: `the cloud refused the API key (HTTP ${failure.httpStatus}): ${failure.message}`,
+              httpStatus: failure.httpStatus,
+              retryInMs: this.#settings.maxBackoffMs,
+            });
+            return finish('unauthorized');
+          case 'refused':
+            this.#setOnline(true, 'cloud answered');
+            this.#fail({ code: 'RECORDS_REFUSED', message: failure.message, httpStatus: failure.httpStatus });
+            break;
+          case 'retryable': {
+            // With readings queued, their sends meet the same failure (or not) and report it, back off, or carry
+            // on; the records go again next cycle. With none, the failure ends the cycle here. So does a 429: the
+            // cloud's budget is per key, and sending readings before its Retry-After would only be refused again.
+            if (this.#storage.pendingCount() > 0 && failure.code !== 'throttled') {
+              this.#logger.debug({ message: failure.message }, 'records sync failed; sending readings');
+              break;
+            }
+            if (untrusted(failure.code)) {
+              this.#untrusted(failure.code, failure.message);
+              return finish('untrusted');
+            }
+            if (failure.code !== 'throttled') this.#setOnline(false, failure.message);
+            this.#state.consecutiveFailures++;
+            const delay = backoffDelay(this.#state.consecutiveFailures, this.#backoffBounds(), failure.retryAfterMs);
+            this.#plannedDelayMs = delay;
+            this.#fail({
+              code: retryableCode(failure.code),
+              message: `records: ${failure.message}`,
+              retryInMs: delay,
+              ...(failure.httpStatus === undefined ? {} : { httpStatus: failure.httpStatus }),
+            });
+            return finish('failed');
+          }
+        }
+      }
+    }
     let attempts = 0;
     let conflicts = 0;
     for (let batches = 0; batches < MAX_BATCHES_PER_CYCLE; batches++) {
@@ -379,10 +529,15 @@ export class SyncManager {
         throw error;
       }
       if (!batch) {
-        if (result.sent === 0) await this.#probe(signal);
+        const probed = result.sent === 0 && !answered ? await this.#probe(signal) : undefined;
+        if (probed && !signal.aborted) {
+          this.#untrusted(probed.code, probed.message);
+          return finish('untrusted');
+        }
         return finish(signal.aborted ? 'aborted' : 'drained');
       }
       result.sent += batch.count;
+      result.bytesSent += batch.body.byteLength;
       const sentAt = performance.now();
       let outcome: SendResult;
       try {
@@ -415,6 +570,13 @@ export class SyncManager {
           message: `the cloud acknowledged batch ${outcome.ack.ackThroughBatchNo} for batch ${batch.batchNo}`,
         };
       }
+      this.#listener.sent?.({
+        count: batch.count,
+        bytes: batch.body.byteLength,
+        rawBytes: batch.rawBytes,
+        seconds: (performance.now() - sentAt) / 1000,
+        status: outcome.status,
+      });
       switch (outcome.status) {
         case 'acknowledged': {
           this.#storage.acknowledge(batch.batchNo);
@@ -487,6 +649,12 @@ export class SyncManager {
         case 'retryable': {
           result.failed += batch.count;
           this.#storage.recordAttempt(batch.batchNo);
+          if (untrusted(outcome.code)) {
+            this.#untrusted(outcome.code, outcome.message, batch.batchNo);
+            return finish('untrusted');
+          }
+          // An answer, even a 5xx or a 429, came over a trusted connection.
+          if (outcome.httpStatus !== undefined) this.#state.tlsFailure = null;
           this.#state.consecutiveFailures++;
           attempts++;
           if (outcome.code !== 'throttled') this.#setOnline(false, outcome.message);
@@ -537,16 +705,19 @@ export class SyncManager {
     return moved;
   }
 
-  async #probe(signal: AbortSignal): Promise<void> {
+  // Returns the failure when the probe met a connection it could not trust (the caller reports it).
+  async #probe(signal: AbortSignal): Promise<{ code: 'tls' | 'pin-mismatch'; message: string } | undefined> {
     const sentAt = performance.now();
     try {
       const ping = await this.#transport.ping(signal);
       if (ping.reachable) {
         this.#noteServerTime(ping.serverTime, performance.now() - sentAt);
         this.#setOnline(true, 'cloud answered');
-      } else this.#setOnline(false, ping.message);
+      } else if (untrusted(ping.code)) return { code: ping.code, message: ping.message };
+      else this.#setOnline(false, ping.message);
     } catch (error) {
       if (!signal.aborted) this.#setOnline(false, (error as Error).message);
     }
+    return undefined;
   }
 }

@@ -13,6 +13,24 @@ export interface SyncResult {
   /** Readings still waiting when the cycle ended. */
   remaining: number;
   durationMs: number;
+  /** Bytes of batch bodies put on the wire, every attempt counted (as sent: compressed when compression is on). */
+  bytesSent: number;
+  /** Shared records in this cycle, when the records part ran. */
+  records?: RecordsSummary;
+}
+
+/** What the records part of a sync cycle did. */
+export interface RecordsSummary {
+  /** Mutations pushed (a resent one counts each time). */
+  pushed: number;
+  /** Of those, applied by the cloud. */
+  applied: number;
+  /** Conflicts met (each resolved, or left pending when the resolver failed). */
+  conflicts: number;
+  /** Mutations the cloud refused as invalid, moved to the record dead letters. */
+  rejected: number;
+  /** Changes pulled from the cloud and applied locally. */
+  pulled: number;
 }
 
 /** Codes of `sync-error` events. */
@@ -23,7 +41,18 @@ export type SyncErrorCode =
   | 'THROTTLED'
   | 'AUTH_REFUSED'
   | 'REJECTED'
-  | 'BATCH_KEY_CONFLICT';
+  | 'BATCH_KEY_CONFLICT'
+  /** A custom conflict resolver threw or timed out; the edit stays pending and is resolved again later. */
+  | 'CONFLICT_UNRESOLVED'
+  /** The cloud refused a records request as such (a 4xx other than auth or throttling). */
+  | 'RECORDS_REFUSED'
+  /**
+   * The cloud's TLS certificate was not trusted (expired, for another host, from an unknown CA) or the handshake
+   * was refused (e.g. a client certificate it does not take). Nothing was sent; retried at the longest interval.
+   */
+  | 'TLS_ERROR'
+  /** The cloud's certificate chain holds none of the `pinnedCertificates`. Nothing was sent; retried at the longest interval. */
+  | 'PIN_MISMATCH';
 
 /** Payload of the `sync-error` event. */
 export interface SyncErrorEvent {

@@ -1,3 +1,4 @@
+import type { PullResponse, PushRequest, PushResponse } from '../model/records-wire.js';
 import type { BatchAck, RejectedPoint } from '../model/wire.js';
 
 /**
@@ -18,8 +19,13 @@ export interface OutgoingBatch {
   readonly idempotencyKey: string;
 }
 
-/** Why a send may succeed if tried again later. */
-export type RetryableCode = 'network' | 'timeout' | 'server' | 'throttled';
+/**
+ * Why a send may succeed if tried again later. `tls`: the cloud's certificate was not trusted (expired, another
+ * host's, an unknown CA) or the TLS handshake was refused (e.g. a client certificate the cloud does not take);
+ * `pin-mismatch`: its certificate chain holds no pinned key. Those two do not fix themselves within seconds: the
+ * gateway retries them at its longest interval, reports them in health, and never sends without the check.
+ */
+export type RetryableCode = 'network' | 'timeout' | 'server' | 'throttled' | 'tls' | 'pin-mismatch';
 
 /** The outcome of one attempt to send one batch. */
 export type SendResult =
@@ -50,7 +56,22 @@ export type SendResult =
 /** The outcome of a liveness probe. */
 export type PingResult =
   | { readonly reachable: true; readonly serverTime?: string }
-  | { readonly reachable: false; readonly message: string };
+  | { readonly reachable: false; readonly message: string; readonly code?: RetryableCode };
+
+/** The outcome of a records exchange (push or pull). */
+export type ExchangeResult<T> =
+  | { readonly status: 'ok'; readonly body: T }
+  /** Nothing happened that matters; try again later, not before `retryAfterMs` when given. */
+  | {
+      readonly status: 'retryable';
+      readonly code: RetryableCode;
+      readonly message: string;
+      readonly httpStatus?: number;
+      readonly retryAfterMs?: number;
+    }
+  | { readonly status: 'unauthorized'; readonly httpStatus: number; readonly message: string }
+  /** The cloud refused the request as such (a 4xx other than auth and throttling; 404: it has no records API). */
+  | { readonly status: 'refused'; readonly httpStatus: number; readonly message: string };
 
 /** Moves batches to the cloud. {@link HttpTransport} is the default. */
 export interface Transport {
@@ -58,6 +79,10 @@ export interface Transport {
   sendBatch(batch: OutgoingBatch, signal?: AbortSignal): Promise<SendResult>;
   /** Checks that the cloud answers, when there is nothing to send. */
   ping(signal?: AbortSignal): Promise<PingResult>;
+  /** Pushes record mutations (`POST /records/push`). Absent on transports without records sync. */
+  pushRecords?(request: PushRequest, signal?: AbortSignal): Promise<ExchangeResult<PushResponse>>;
+  /** Pulls record changes after `cursor` (`GET /records/pull`). Absent on transports without records sync. */
+  pullRecords?(cursor: number, limit: number, signal?: AbortSignal): Promise<ExchangeResult<PullResponse>>;
   /** Releases connections. Safe to call twice. */
   close(): Promise<void>;
 }

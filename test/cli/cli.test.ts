@@ -121,7 +121,9 @@ describe('edge-gateway CLI', () => {
           CLOUD_API_KEY: 'k',
           LOCAL_DB_PATH: join(dir, 'edge.db'),
           LOG_LEVEL: 'info',
+          WORKER_THREADS: '2',
           DATA_RETENTION_DAYS: '7',
+          HTTP_PORT: '0',
         },
       },
     );
@@ -136,7 +138,7 @@ describe('edge-gateway CLI', () => {
     const deadline = Date.now() + 15_000;
     while (!output.includes('running') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
     expect(output).toContain('edge-gateway daemon-1 running');
-    expect(output).toContain('DATA_RETENTION_DAYS is accepted but has no effect');
+    expect(output).not.toContain('has no effect'); // WORKER_THREADS and DATA_RETENTION_DAYS both take effect
     const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
     // A daemon stays up until it is told to stop.
     await new Promise((r) => setTimeout(r, 500));
@@ -163,6 +165,7 @@ describe('edge-gateway start (in process)', () => {
       LOCAL_DB_PATH: join(dir, 'edge.db'),
       LOG_FILE: logFile,
       LOG_LEVEL: 'debug',
+      HTTP_PORT: '0',
     });
     let stop: (signal: string) => void = () => {};
     const io = captureIo(new Promise((resolve) => (stop = resolve)));
@@ -191,7 +194,12 @@ describe('edge-gateway start (in process)', () => {
     dir = mkdtempSync(join(tmpdir(), 'edge-gateway-cli-'));
     const saved = { ...process.env };
     delete process.env.CLOUD_API_URL;
-    Object.assign(process.env, { DEVICE_ID: 'local-only', LOCAL_DB_PATH: join(dir, 'edge.db'), LOG_LEVEL: 'silent' });
+    Object.assign(process.env, {
+      DEVICE_ID: 'local-only',
+      LOCAL_DB_PATH: join(dir, 'edge.db'),
+      LOG_LEVEL: 'silent',
+      HTTP_ENABLED: 'false',
+    });
     const io = captureIo(Promise.resolve('SIGINT'));
     try {
       expect(await runCli(['--env', join(dir, 'none.env')], io)).toBe(0);

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { gatewayOptionsFrom, ignoredVariables, loadEnv, parseEnvConfig } from '../../src/cli/env-config.js';
-import { isConfigError } from '../../src/index.js';
+import { EdgeGateway, isConfigError, WindowedAggregation } from '../../src/index.js';
 
 const root = join(import.meta.dirname, '..', '..');
 let dir: string | undefined;
@@ -38,6 +38,8 @@ describe('CLI configuration', () => {
       maxRetryAttempts: 5,
       batchSize: 100,
       workerThreads: 2,
+      retention: { maxDays: 7 },
+      processors: [expect.any(WindowedAggregation)],
     });
   });
 
@@ -69,6 +71,17 @@ describe('CLI configuration', () => {
     expect(message).toContain('CLOUD_API_URL');
   });
 
+  it('takes several cloud URLs separated by commas, for server nodes over one store', () => {
+    const config = parseEnvConfig({ DEVICE_ID: 'd', CLOUD_API_URL: 'https://a:8080/api/v1, https://b:8080/api/v1' });
+
+    expect(gatewayOptionsFrom(config).cloudUrl).toEqual(['https://a:8080/api/v1', 'https://b:8080/api/v1']);
+    expect(() => parseEnvConfig({ DEVICE_ID: 'd', CLOUD_API_URL: 'https://a:8080/api/v1,' })).toThrow(/CLOUD_API_URL/);
+    // Every node of the list meets the clear-text rule, not only the first.
+    expect(() =>
+      parseEnvConfig({ DEVICE_ID: 'd', CLOUD_API_URL: 'http://127.0.0.1:8080/api/v1,http://b:8080/api/v1' }),
+    ).toThrow(/CLOUD_ALLOW_INSECURE/);
+  });
+
   it('refuses a missing DEVICE_ID', () => {
     expect(() => parseEnvConfig({})).toThrow(/DEVICE_ID/);
   });
@@ -82,9 +95,23 @@ describe('CLI configuration', () => {
     });
   });
 
-  it('reports the variables of features not built yet, so none is ignored silently', () => {
+  it('turns on windowed aggregation with ENABLE_LOCAL_ANALYTICS or AGGREGATION_WINDOW_SECONDS, and off with false', () => {
+    const options = (env: Record<string, string>) => gatewayOptionsFrom(parseEnvConfig({ DEVICE_ID: 'd', ...env }));
+    const windows = (env: Record<string, string>) =>
+      (options(env).processors ?? []).map((p) => (p as WindowedAggregation).windowMs);
+    expect(windows({ ENABLE_LOCAL_ANALYTICS: 'true' })).toEqual([300_000]);
+    expect(windows({ ENABLE_LOCAL_ANALYTICS: 'true', AGGREGATION_WINDOW_SECONDS: '60' })).toEqual([60_000]);
+    expect(windows({ AGGREGATION_WINDOW_SECONDS: '15' })).toEqual([15_000]);
+    expect(windows({})).toEqual([]);
+    expect(options({ ENABLE_LOCAL_ANALYTICS: 'false', AGGREGATION_WINDOW_SECONDS: '60' })).toMatchObject({
+      localAnalytics: false,
+    });
+    expect(windows({ ENABLE_LOCAL_ANALYTICS: 'false', AGGREGATION_WINDOW_SECONDS: '60' })).toEqual([]);
+  });
+
+  it('reports no variable as ignored now that every feature of the original spec is built', () => {
     const config = parseEnvConfig({ DEVICE_ID: 'd', DATA_RETENTION_DAYS: '7', WORKER_THREADS: '2' });
-    expect(ignoredVariables(config)).toEqual(['DATA_RETENTION_DAYS']);
+    expect(ignoredVariables(config)).toEqual([]);
   });
 
   it('sets workerThreads from WORKER_THREADS, 0 included, and leaves it to the default when unset', () => {
@@ -97,5 +124,33 @@ describe('CLI configuration', () => {
     for (const value of ['17', '-1', '1.5', 'two']) {
       expect(() => parseEnvConfig({ DEVICE_ID: 'd', WORKER_THREADS: value })).toThrow(/WORKER_THREADS/);
     }
+  });
+
+  it('maps the retention and database variables to their options', () => {
+    const config = parseEnvConfig({
+      DEVICE_ID: 'd',
+      DATA_RETENTION_DAYS: '1.5',
+      MAX_OFFLINE_QUEUE_SIZE: '50000',
+      CLEANUP_STRATEGY: 'oldest-first',
+      CLEANUP_INTERVAL_SECONDS: '600',
+      MAX_DATABASE_SIZE_MB: '64',
+      DB_TIMEOUT_SECONDS: '30',
+    });
+    const options = gatewayOptionsFrom(config);
+    expect(options).toMatchObject({
+      maxOfflineQueueSize: 50000,
+      maxDatabaseSize: 64 * 1048576,
+      dbTimeout: 30,
+      retention: { maxDays: 1.5, cleanupStrategy: 'oldest-first', cleanupInterval: 600 },
+    });
+    // The seed's "oldest-first" is drop-oldest under another name.
+    expect(new EdgeGateway(options).retention).toMatchObject({ cleanupStrategy: 'drop-oldest', maxRecords: 50000 });
+  });
+
+  it('names a bad retention variable and its value', () => {
+    expect(() => parseEnvConfig({ DEVICE_ID: 'd', CLEANUP_STRATEGY: 'sometimes' })).toThrow(
+      /CLEANUP_STRATEGY.*"sometimes"/,
+    );
+    expect(() => parseEnvConfig({ DEVICE_ID: 'd', DATA_RETENTION_DAYS: '0' })).toThrow(/DATA_RETENTION_DAYS.*"0"/);
   });
 });

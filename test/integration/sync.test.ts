@@ -152,6 +152,7 @@ describe('EdgeGateway', () => {
     it('gives up after stopTimeout when the cloud does not answer, keeping the readings for the next start', async () => {
       const hanging = await startTestServer((request, response) => {
         if (request.url.endsWith('/health')) response.writeHead(200).end('{}');
+        if (request.url.includes('/records/')) response.writeHead(404).end('{"error":"not_found"}'); // no records API
         // Batches are never answered.
       });
       const path = tempDbPath();
@@ -180,6 +181,7 @@ describe('EdgeGateway', () => {
     it('gives up after stopTimeout on a batch the loop already has in flight', async () => {
       const hanging = await startTestServer((request, response) => {
         if (request.url.endsWith('/health')) response.writeHead(200).end('{}');
+        if (request.url.includes('/records/')) response.writeHead(404).end('{"error":"not_found"}'); // no records API
       });
       const path = tempDbPath();
       const gateway = createGateway({

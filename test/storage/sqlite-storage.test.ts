@@ -287,7 +287,12 @@ describe('SqliteStorage', () => {
       const read = storage.readUnsealed(4) as UnsealedRead;
       const sealed = storage.sealRead(read, encodeRead(storage, read));
       expect(sealed).toMatchObject({ batchNo: 1, firstSeq: 1, lastSeq: 4, count: 4, attempts: 0 });
-      expect(storage.oldestBatch()).toEqual({ ...sealed, body: Buffer.from(sealed?.body as Uint8Array) });
+      // rawBytes is a figure of the sealing, not stored with the batch.
+      expect(storage.oldestBatch()).toEqual({
+        ...sealed,
+        rawBytes: undefined,
+        body: Buffer.from(sealed?.body as Uint8Array),
+      });
       expect(storage.readUnsealed(10)).toMatchObject({ batchNo: 2, rows: [{ seq: 5 }] });
 
       const twin = openStorage(tempDbPath());
@@ -332,6 +337,60 @@ describe('SqliteStorage', () => {
       expect(storage.sealRead(read, encodeRead(storage, read))).toBeUndefined();
       expect(batchCount(path)).toBe(0);
       expect(storage.readUnsealed(5)?.rows.map((r) => r.seq)).toEqual([1, 2, 3, 4, 5]);
+    });
+
+    it('seals nothing when drop-oldest dropped rows read in between, and reads what is left next', () => {
+      const path = tempDbPath();
+      const storage = openStorage(path);
+      storage.retention.setPolicy({ strategy: 'drop-oldest', maxRows: 5, windowMs: 60_000 });
+      storage.append(rows(5));
+      const read = storage.readUnsealed(5) as UnsealedRead;
+      storage.append(rows(2, 5)); // the queue is full: rows 1 and 2 make room
+      expect(storage.sealRead(read, encodeRead(storage, read))).toBeUndefined();
+      expect(batchCount(path)).toBe(0);
+      expect(storage.readUnsealed(10)?.rows.map((r) => r.seq)).toEqual([3, 4, 5, 6, 7]);
+    });
+
+    it('seals nothing when retention changed the queue in between, however many rows it left', () => {
+      const path = tempDbPath();
+      const storage = openStorage(path);
+      storage.retention.setPolicy({ strategy: 'drop-oldest', maxRows: 5, windowMs: 60_000 });
+      storage.append(rows(4));
+      seal(storage, 2);
+      storage.acknowledge(1);
+      storage.append(rows(3, 4)); // rows 3 to 7
+      const read = storage.readUnsealed(2) as UnsealedRead;
+      expect(read.rows.map((r) => r.seq)).toEqual([3, 4]);
+      storage.append(rows(1, 7)); // drops row 3 only
+      expect(storage.sealRead(read, encodeRead(storage, read))).toBeUndefined();
+      const again = storage.readUnsealed(2) as UnsealedRead;
+      expect(again.rows.map((r) => r.seq)).toEqual([4, 5]);
+      expect(storage.sealRead(again, encodeRead(storage, again))).toMatchObject({ firstSeq: 4, lastSeq: 5 });
+    });
+
+    it('reads queued alerts first and seals them in the alert lane, each lane checked on its own', () => {
+      const path = tempDbPath();
+      const storage = openStorage(path);
+      const alert = (value: number): OutboxInsert => ({ ...row(value), kind: 'alert', payload: '{}' });
+      storage.append([...rows(3), alert(3)]);
+      const alerts = storage.readUnsealed(10) as UnsealedRead;
+      expect(alerts.rows.map((r) => [r.seq, r.kind])).toEqual([[4, 'alert']]);
+      expect(storage.sealRead(alerts, encodeRead(storage, alerts))).toMatchObject({ batchNo: 1, firstSeq: 4 });
+
+      const bulk = storage.readUnsealed(10) as UnsealedRead;
+      expect(bulk.rows.map((r) => r.seq)).toEqual([1, 2, 3]);
+      storage.append([alert(4)]); // a new alert in between leaves the bulk lane's read as it was
+      expect(storage.sealRead(bulk, encodeRead(storage, bulk))).toMatchObject({ batchNo: 2, firstSeq: 1, lastSeq: 3 });
+      const lanes = readDb(path, (db) =>
+        db.prepare('SELECT batch_no, lane FROM batches ORDER BY batch_no').raw().all(),
+      );
+      expect(lanes).toEqual([
+        [1, 1],
+        [2, 0],
+      ]);
+      expect(storage.readUnsealed(10)?.rows.map((r) => [r.seq, r.kind])).toEqual([[5, 'alert']]);
+      expect(storage.acknowledge(2)).toBe(3); // the bulk batch's range holds alert 4, which its lane leaves alone
+      expect(storage.acknowledge(1)).toBe(1);
     });
 
     it('throws a RangeError, sealing nothing, when given the encoding of other rows', () => {
@@ -573,8 +632,14 @@ describe('SqliteStorage', () => {
       const path = tempDbPath();
       makeDatabase(path);
       const bytes = readFileSync(path);
-      const at = bytes.indexOf('batch_no INTEGER PRIMARY KEY');
-      bytes.write('batch_nx', at); // still valid SQL, but no longer the table the statements use
+      // Every copy: a migration that altered the table (ALTER TABLE) leaves the old text in a free page too.
+      for (
+        let at = bytes.indexOf('batch_no INTEGER PRIMARY KEY');
+        at >= 0;
+        at = bytes.indexOf('batch_no INTEGER PRIMARY KEY', at + 1)
+      ) {
+        bytes.write('batch_nx', at); // still valid SQL, but no longer the table the statements use
+      }
       writeFileSync(path, bytes);
       expect(readDb(path, (db) => db.pragma('quick_check', { simple: true }))).toBe('ok');
       expect(openStorage(path).quarantined?.reason).toMatch(

@@ -10,7 +10,10 @@ export interface CloudGate {
   readonly requests: number;
   /** Batch posts that arrived, through or not. */
   readonly batches: number;
-  /** Pings (`GET /health`) that arrived, through or not. */
+  /**
+   * Probes that arrived, through or not: `GET /health`, and `GET /records/pull`, which an idle cycle sends instead
+   * when a records pull is due (its answer tells the loop the cloud is there just as well).
+   */
   readonly pings: number;
 }
 
@@ -40,7 +43,9 @@ export async function startCloudGate(cloudUrl: string, open = true): Promise<Clo
   const server = await startTestServer(async (request, response) => {
     requests++;
     if (request.method === 'POST' && request.url.endsWith('/telemetry/batches')) batches++;
-    if (request.method === 'GET' && request.url.endsWith('/health')) pings++;
+    if (request.method === 'GET' && (request.url.endsWith('/health') || request.url.includes('/records/pull'))) {
+      pings++;
+    }
     if (!gate.open) {
       response.socket?.destroy();
       return;

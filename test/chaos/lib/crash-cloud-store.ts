@@ -56,6 +56,34 @@ export class HookedCloudStore implements CloudStore {
     return this.#inner.stats(deviceId);
   }
 
+  pushMutations(...args: Parameters<CloudStore['pushMutations']>) {
+    return this.#inner.pushMutations(...args);
+  }
+
+  pullChanges(cursor: number, limit: number) {
+    return this.#inner.pullChanges(cursor, limit);
+  }
+
+  getRecord(collection: string, key: string) {
+    return this.#inner.getRecord(collection, key);
+  }
+
+  editRecord(...args: Parameters<CloudStore['editRecord']>) {
+    return this.#inner.editRecord(...args);
+  }
+
+  flagClockSkew(...args: Parameters<CloudStore['flagClockSkew']>) {
+    return this.#inner.flagClockSkew(...args);
+  }
+
+  recordStats() {
+    return this.#inner.recordStats();
+  }
+
+  latestHlc() {
+    return this.#inner.latestHlc();
+  }
+
   close() {
     return this.#inner.close();
   }

@@ -4,6 +4,7 @@ import { type DataPoint, DataProcessor, EdgeGateway } from 'edge-gateway';
 class CustomProcessor extends DataProcessor {
   async process(point: DataPoint) {
     if (point.value > 100) {
+      // Stored in the same transaction as the reading, and sent ahead of the telemetry queued before it.
       await this.triggerAlert({ severity: 'warning', message: `High value detected: ${point.value}` });
     }
     return { original: point.value, normalized: point.value / 100, timestamp: point.timestamp };
@@ -22,4 +23,6 @@ gateway.on('alert', (alert) => console.log(`alert (${alert.severity}) from ${ale
 await gateway.start();
 await gateway.sendData({ sensorId: 'pressure-07', value: 42 });
 await gateway.sendData({ sensorId: 'pressure-07', value: 180 });
+// Alerts stay queryable locally, online or not.
+console.log(`alerts stored: ${gateway.alerts({ severity: 'warning' }).length}`);
 await gateway.stop();
