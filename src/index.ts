@@ -10,10 +10,12 @@ export {
   CertificatePinError,
   ConfigError,
   EdgeGatewayError,
+  EncryptionKeyError,
   GatewayStoppedError,
   isCertificatePinError,
   isConfigError,
   isEdgeGatewayError,
+  isEncryptionKeyError,
   isGatewayStoppedError,
   isNotStartedError,
   isProcessorError,
@@ -27,6 +29,7 @@ export {
   ValidationError,
 } from './errors.js';
 export { EdgeGateway } from './gateway/edge-gateway.js';
+export type { EncryptionOptions } from './gateway/encryption-options.js';
 export type { HistoryQuery, QueryPoint, QueryResult } from './gateway/local-query.js';
 export type { EdgeGatewayOptions, ResolvedOptions } from './gateway/options.js';
 export type { RecordChange, RecordWatcher } from './gateway/records.js';
@@ -61,6 +64,7 @@ export { WindowedAggregation } from './processing/builtins/windowed-aggregation.
 export type { Processor, ProcessResult } from './processing/processor.js';
 export { DataProcessor } from './processing/processor.js';
 export type { StageStats } from './processing/stage.js';
+export type { EncryptionKey } from './storage/encryption.js';
 export type { QuarantineReport } from './storage/quarantine.js';
 export type {
   IncomingRecord,
@@ -69,7 +73,7 @@ export type {
   StoredMutation,
   StoredRecord,
 } from './storage/record-storage.js';
-export type { SqliteStorageOptions } from './storage/sqlite-storage.js';
+export type { Reencryption, SqliteStorageOptions } from './storage/sqlite-storage.js';
 export { SqliteStorage } from './storage/sqlite-storage.js';
 export type {
   AggregateInsert,

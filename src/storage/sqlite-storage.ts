@@ -1,8 +1,18 @@
 import { randomUUID } from 'node:crypto';
 import { existsSync, mkdirSync, statfsSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
-import BetterSqlite3, { type Database, type Statement } from 'better-sqlite3';
-import { ConfigError, StorageError } from '../errors.js';
+import BetterSqlite3, { type Database, type Statement } from 'better-sqlite3-multiple-ciphers';
+import { ConfigError, EncryptionKeyError, StorageError } from '../errors.js';
+import {
+  type EncryptionKey,
+  isPlaintextDatabase,
+  keyConnection,
+  keyErrorOf,
+  keyProblems,
+  opensWith,
+  reencryptFile,
+  removeRekeyLeftovers,
+} from './encryption.js';
 import { LocalTables } from './local-tables.js';
 import { MIGRATIONS, migrate, verifySchema } from './migrations.js';
 import {
@@ -62,7 +72,22 @@ export interface SqliteStorageOptions {
    * @default 268435456 (256 MiB)
    */
   quickCheckMaxBytes?: number;
+  /**
+   * Encrypts the whole database file, its WAL and its journals (SQLCipher 4 format; see {@link EncryptionKey}).
+   * A plaintext database found at `path` is encrypted in place by `open()`, crash-safely. Not for `:memory:`.
+   * @default undefined (plaintext)
+   */
+  encryptionKey?: EncryptionKey | undefined;
+  /**
+   * Keys the database may still be under after a key rotation that did not finish (a crash, a restart before the
+   * host saved the new key): `open()` tries them when `encryptionKey` does not fit, and re-encrypts the file with
+   * `encryptionKey`. @default []
+   */
+  previousEncryptionKeys?: readonly EncryptionKey[] | undefined;
 }
+
+/** What `open()` did to the file's encryption, from {@link SqliteStorage.reencrypted}. */
+export type Reencryption = 'from-plaintext' | 'from-previous-key';
 
 /** Smallest `maxSizeBytes`: below it the schema and the sync loop's reserve leave no room for readings. */
 export const MIN_MAX_SIZE_BYTES = 1024 * 1024;
@@ -192,7 +217,12 @@ const REASON_LINES = 3;
  * open. Every method is one transaction.
  */
 export class SqliteStorage implements Storage {
-  readonly #options: Required<Omit<SqliteStorageOptions, 'maxSizeBytes'>> & { maxSizeBytes: number | undefined };
+  readonly #options: Required<
+    Omit<SqliteStorageOptions, 'maxSizeBytes' | 'encryptionKey' | 'previousEncryptionKeys'>
+  > & { maxSizeBytes: number | undefined };
+  #key: EncryptionKey | undefined;
+  #previousKeys: readonly EncryptionKey[];
+  #reencrypted: Reencryption | undefined;
   #db: Database | undefined;
   #replicaId = '';
   #nextSeq = 1;
@@ -203,7 +233,7 @@ export class SqliteStorage implements Storage {
   #records: SqliteRecordStorage | undefined;
 
   constructor(options: SqliteStorageOptions) {
-    const { maxSizeBytes, quickCheckMaxBytes } = options;
+    const { maxSizeBytes, quickCheckMaxBytes, encryptionKey, previousEncryptionKeys = [], ...rest } = options;
     if (maxSizeBytes !== undefined && !(Number.isSafeInteger(maxSizeBytes) && maxSizeBytes >= MIN_MAX_SIZE_BYTES)) {
       throw new ConfigError([
         `Expected the "maxSizeBytes" option to be an integer of at least ${MIN_MAX_SIZE_BYTES} (1 MiB), got ${String(maxSizeBytes)}`,
@@ -217,10 +247,26 @@ export class SqliteStorage implements Storage {
     this.#options = {
       synchronous: 'full',
       busyTimeoutMs: 5000,
-      quickCheckMaxBytes: DEFAULT_QUICK_CHECK_MAX_BYTES,
-      ...options,
+      ...rest,
+      quickCheckMaxBytes: quickCheckMaxBytes ?? DEFAULT_QUICK_CHECK_MAX_BYTES,
       maxSizeBytes,
     };
+    this.#key = undefined;
+    this.#previousKeys = [];
+    this.useEncryptionKeys(encryptionKey, previousEncryptionKeys);
+  }
+
+  /** Whether the database is encrypted (an `encryptionKey` was given, or set by {@link SqliteStorage.rekey}). */
+  get encrypted(): boolean {
+    return this.#key !== undefined;
+  }
+
+  /**
+   * What the last `open()` did to the file's encryption: `from-plaintext` when it encrypted a plaintext database,
+   * `from-previous-key` when it finished a key rotation; undefined when it changed nothing.
+   */
+  get reencrypted(): Reencryption | undefined {
+    return this.#reencrypted;
   }
 
   get path(): string {
@@ -241,29 +287,103 @@ export class SqliteStorage implements Storage {
    * and a new database (with a new `replicaId`) takes its place; {@link SqliteStorage.quarantined} says where it
    * went and why. A file that is merely unusable (a newer schema, read-only, locked, a folder in the way) is left
    * alone, and `open()` throws `StorageError`.
+   *
+   * With an `encryptionKey`, a file the key does not decrypt is refused with `EncryptionKeyError` and left as it
+   * is, never set aside; so is an encrypted file opened without a key. A plaintext database is first opened as
+   * any (checked, migrated, set aside when damaged), then encrypted in place.
    */
   open(): void {
     if (this.#db) return;
     const { path } = this.#options;
     try {
-      if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
-      const damaged = this.#connect(undefined);
-      if (damaged) {
-        const at = new Date();
-        const moved = this.#setAside(damaged.db, damaged.reason, at);
-        const again = this.#connect({ path: moved, reason: damaged.reason, at });
-        if (again) {
-          again.db.close();
-          throw new StorageError(`The new local database at ${path} is damaged too: ${again.reason}`);
-        }
+      if (path !== ':memory:') {
+        mkdirSync(dirname(path), { recursive: true });
+        removeRekeyLeftovers(path);
       }
+      this.#reencrypted = this.#key === undefined ? undefined : this.#bringUnderKey(this.#key);
+      this.#openWith(this.#key);
     } catch (error) {
-      if (error instanceof StorageError) throw error;
+      if (error instanceof StorageError || error instanceof EncryptionKeyError) throw error;
       throw new StorageError(`Cannot open the local database at ${path}: ${(error as Error).message}`, {
         cause: error,
         sqliteCode: sqliteCodeOf(error),
       });
     }
+  }
+
+  #openWith(key: EncryptionKey | undefined): void {
+    const { path } = this.#options;
+    const damaged = this.#connect(undefined, key);
+    if (damaged) {
+      const at = new Date();
+      const moved = this.#setAside(damaged.db, damaged.reason, at);
+      const again = this.#connect({ path: moved, reason: damaged.reason, at }, key);
+      if (again) {
+        again.db.close();
+        throw new StorageError(`The new local database at ${path} is damaged too: ${again.reason}`);
+      }
+    }
+  }
+
+  // Brings a file that `key` does not open yet under it, crash-safely (see reencryptFile): a plaintext database,
+  // opened first as any other (checked, migrated, set aside when damaged), or one still under a previous key after a
+  // rotation that did not finish. A file no key opens is left to #connect, which says so.
+  #bringUnderKey(key: EncryptionKey): Reencryption | undefined {
+    const { path, busyTimeoutMs } = this.#options;
+    if (isPlaintextDatabase(path)) {
+      this.#openWith(undefined);
+      this.close();
+      reencryptFile(path, undefined, key, busyTimeoutMs);
+      return 'from-plaintext';
+    }
+    if (this.#previousKeys.length === 0 || fileSize(path) === 0 || opensWith(path, key, busyTimeoutMs)) {
+      return undefined;
+    }
+    const previous = this.#previousKeys.find((candidate) => opensWith(path, candidate, busyTimeoutMs));
+    if (previous === undefined) return undefined;
+    reencryptFile(path, previous, key, busyTimeoutMs);
+    return 'from-previous-key';
+  }
+
+  /**
+   * Sets the keys the next `open()` uses, as the `encryptionKey` and `previousEncryptionKeys` options do (undefined:
+   * plaintext). Only while closed: an open database changes keys with {@link SqliteStorage.rekey}.
+   */
+  useEncryptionKeys(
+    encryptionKey: EncryptionKey | undefined,
+    previousEncryptionKeys: readonly EncryptionKey[] = [],
+  ): void {
+    if (this.#db) throw new StorageError('The encryption keys of an open database change with rekey()');
+    const problems = keyProblems(this.#options.path, encryptionKey, previousEncryptionKeys);
+    if (problems.length > 0) throw new ConfigError(problems);
+    this.#key = encryptionKey;
+    this.#previousKeys = previousEncryptionKeys;
+  }
+
+  /**
+   * Re-encrypts the open database under `key` (encrypts it, when it had no key) and reopens it. Crash-safe: a copy
+   * is re-keyed next to the file, checked, synced and renamed over it, so that at every moment the file on disk is
+   * the whole database under its old key or under the new one (see docs/security-at-rest.md). It blocks for the
+   * time of reading and writing the file about three times (about 0.7 s for 300,000 queued readings, 21 MB, on
+   * the reference machine) and needs free room of about twice the file's size. Throws `StorageError` when it cannot:
+   * then the database is open again, unchanged, under its old key.
+   */
+  rekey(key: EncryptionKey): void {
+    const { path, busyTimeoutMs } = this.#options;
+    const problems = keyProblems(path, key, [], 'key');
+    if (problems.length > 0) throw new ConfigError(problems);
+    this.#database; // open, or throw
+    const from = this.#key;
+    this.close();
+    try {
+      reencryptFile(path, from, key, busyTimeoutMs);
+    } catch (error) {
+      this.open();
+      throw error;
+    }
+    this.#key = key;
+    this.#previousKeys = [];
+    this.open();
   }
 
   // Renames the damaged files while `db` still holds them open, then closes it. The order matters: closing first
@@ -295,14 +415,24 @@ export class SqliteStorage implements Storage {
   // Opens, checks, migrates and reads the database. Returns the connection, still open, with the reason when the
   // file is damaged (for #setAside); on any other failure closes it and throws. `quarantine` is the damaged file
   // just set aside, remembered in the new database's meta so that it is reported across restarts.
-  #connect(quarantine: QuarantineReport | undefined): { db: Database; reason: string } | undefined {
+  #connect(
+    quarantine: QuarantineReport | undefined,
+    key: EncryptionKey | undefined,
+  ): { db: Database; reason: string } | undefined {
     const { path, synchronous, busyTimeoutMs } = this.#options;
     const onDisk = path !== ':memory:';
     const existingBytes = onDisk ? fileSize(path) : 0;
     const walLeft = onDisk && fileSize(`${path}-wal`) > 0;
     const db = new BetterSqlite3(path, { timeout: busyTimeoutMs });
     try {
-      db.pragma('journal_mode = WAL'); // the first read of the header: "file is not a database" surfaces here
+      if (key !== undefined) keyConnection(db, key);
+      try {
+        db.pragma('journal_mode = WAL'); // the first read of the header: "file is not a database" surfaces here
+      } catch (error) {
+        // A wrong key (or none, for an encrypted file) reads as "not a database" too: refused, never set aside.
+        const tried = key === undefined ? 0 : 1 + this.#previousKeys.length;
+        throw (onDisk && existingBytes > 0 && keyErrorOf(path, error, key !== undefined, tried)) || error;
+      }
       db.pragma(`synchronous = ${synchronous.toUpperCase()}`);
       if (existingBytes > 0) this.#check(db, existingBytes, walLeft);
       migrate(db);
