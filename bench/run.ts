@@ -9,6 +9,8 @@
  *   footprint   CPU share of one core and peak RSS of a gateway process at 10, 100 and 1000 readings/s
  *   backlog     ingest and drain cost per reading, RSS and start-up time with 10k, 1M and 10M readings queued
  *   records     shared records synced and conflicts resolved per second, against a bare client of the server
+ *   retention   intake at a full queue (drop-oldest, downsample-oldest), cleanup cost per row and its longest
+ *               step, giving space back, and what auto_vacuum=INCREMENTAL costs
  *   processing  the cost of the built-in chain (aggregation + deadband + one alert rule) against no processors
  *   peers       the same readings through what a user would otherwise pick (PouchDB replicating to express-pouchdb,
  *               MQTT.js QoS 1 with a LevelDB store to an Aedes broker): durable ingest, end to end, bytes on the
@@ -31,6 +33,7 @@ import { startCloudServer } from '../src/testing/index.js';
 import { diskSection } from './disk.js';
 import { encryptionSection } from './encryption.js';
 import { recordsSection } from './records.js';
+import { retentionSection } from './retention.js';
 
 const argv = process.argv.slice(2);
 const args = new Map(argv.map((a) => a.replace(/^--/, '').split('=') as [string, string]));
@@ -38,7 +41,9 @@ const named = argv.filter((a) => !a.startsWith('--'));
 const ONLY = new Set(
   (
     args.get('only') ??
-    (named.length > 0 ? named.join(',') : 'throughput,wire,footprint,backlog,records,processing,disk,peers,encryption')
+    (named.length > 0
+      ? named.join(',')
+      : 'throughput,wire,footprint,backlog,records,processing,disk,peers,encryption,retention')
   ).split(','),
 );
 const FOOTPRINT_SECONDS = Number(args.get('footprint-seconds') ?? 60);
@@ -505,6 +510,7 @@ async function main(): Promise<void> {
   if (ONLY.has('footprint')) await footprint();
   if (ONLY.has('backlog')) await backlog();
   if (ONLY.has('records')) await recordsSection(Number(args.get('records') ?? 5000), (name) => freshPath() + name);
+  if (ONLY.has('retention')) await retentionSection((name) => `${freshPath()}-${name}`, N, ROUNDS);
   if (ONLY.has('processing')) await processing();
   if (ONLY.has('peers')) await peers();
   if (ONLY.has('disk')) await diskSection(Number(args.get('disk') ?? 200_000), (name) => freshPath() + name);

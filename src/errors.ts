@@ -13,7 +13,8 @@ export type EdgeGatewayErrorCode =
   | 'STORAGE_FAILED'
   | 'PROCESSOR_FAILED'
   | 'PIN_MISMATCH'
-  | 'ENCRYPTION_KEY_INVALID';
+  | 'ENCRYPTION_KEY_INVALID'
+  | 'CLOUD_STORE_FAILED';
 
 /** Base class of every error thrown by edge-gateway. */
 export class EdgeGatewayError extends Error {
@@ -101,12 +102,30 @@ export class QueueFullError extends EdgeGatewayError {
 export class StorageError extends EdgeGatewayError {
   /** The SQLite result code behind the failure (e.g. `SQLITE_FULL`), when there is one. */
   readonly sqliteCode: string | undefined;
+  /**
+   * Set when the database could not be opened because another gateway holds it (`sqliteCode` `SQLITE_BUSY`):
+   * which process, on which host, since when, as that process wrote it in the lock file `<localDb>.lock`.
+   */
+  readonly inUseBy: DatabaseHolder | undefined;
 
-  constructor(message: string, options?: { cause?: unknown; sqliteCode?: string | undefined }) {
+  constructor(
+    message: string,
+    options?: { cause?: unknown; sqliteCode?: string | undefined; inUseBy?: DatabaseHolder | undefined },
+  ) {
     super('STORAGE_FAILED', message, options);
     this.name = 'StorageError';
     this.sqliteCode = options?.sqliteCode;
+    this.inUseBy = options?.inUseBy;
   }
+}
+
+/** The process that holds a local database, from its lock file; see {@link StorageError.inUseBy}. */
+export interface DatabaseHolder {
+  /** Its process id (on `hostname`). */
+  readonly pid: number;
+  readonly hostname: string;
+  /** When it took the database, ISO 8601. */
+  readonly since: string;
 }
 
 /**
@@ -179,6 +198,17 @@ export class EncryptionKeyError extends EdgeGatewayError {
   }
 }
 
+/**
+ * The reference cloud server's store could not be reached or failed a command: Redis refused the connection at
+ * start, went away, or answered an error. The server answers the request at hand with 500; nothing of it was stored.
+ */
+export class CloudStoreError extends EdgeGatewayError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('CLOUD_STORE_FAILED', message, options);
+    this.name = 'CloudStoreError';
+  }
+}
+
 const ERROR_NAMES = new Set([
   'EdgeGatewayError',
   'ConfigError',
@@ -190,6 +220,7 @@ const ERROR_NAMES = new Set([
   'ProcessorError',
   'CertificatePinError',
   'EncryptionKeyError',
+  'CloudStoreError',
 ]);
 
 const hasCode = (error: unknown): error is EdgeGatewayError =>
@@ -213,3 +244,4 @@ export const isStorageError = guard<StorageError>('StorageError');
 export const isProcessorError = guard<ProcessorError>('ProcessorError');
 export const isCertificatePinError = guard<CertificatePinError>('CertificatePinError');
 export const isEncryptionKeyError = guard<EncryptionKeyError>('EncryptionKeyError');
+export const isCloudStoreError = guard<CloudStoreError>('CloudStoreError');

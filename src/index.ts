@@ -5,7 +5,7 @@
  * @packageDocumentation
  */
 
-export type { EdgeGatewayErrorCode, ValidationIssue } from './errors.js';
+export type { DatabaseHolder, EdgeGatewayErrorCode, ValidationIssue } from './errors.js';
 export {
   CertificatePinError,
   ConfigError,
@@ -28,13 +28,23 @@ export {
   StorageError,
   ValidationError,
 } from './errors.js';
+export type { RetentionView } from './gateway/edge-gateway.js';
 export { EdgeGateway } from './gateway/edge-gateway.js';
 export type { EncryptionOptions } from './gateway/encryption-options.js';
 export type { HistoryQuery, QueryPoint, QueryResult } from './gateway/local-query.js';
-export type { EdgeGatewayOptions, ResolvedOptions } from './gateway/options.js';
+export type { EdgeGatewayOptions, ResolvedOptions, ResolvedRetention, RetentionOptions } from './gateway/options.js';
 export type { RecordChange, RecordWatcher } from './gateway/records.js';
 export { Records } from './gateway/records.js';
-export type { DroppedEvent, GatewayEvents, GatewayStatus, HealthStatus } from './gateway/status.js';
+export type { CleanupReport } from './gateway/retention-manager.js';
+export type {
+  DropCounts,
+  DroppedEvent,
+  GatewayEvents,
+  GatewayStatus,
+  HealthStatus,
+  PrunedEvent,
+  RetentionStatus,
+} from './gateway/status.js';
 export type { Logger } from './logger.js';
 export type { DataPointInput, Tags, TimestampInput } from './model/data-point.js';
 export { DATA_POINT_LIMITS, DataPoint } from './model/data-point.js';
@@ -64,6 +74,7 @@ export { WindowedAggregation } from './processing/builtins/windowed-aggregation.
 export type { Processor, ProcessResult } from './processing/processor.js';
 export { DataProcessor } from './processing/processor.js';
 export type { StageStats } from './processing/stage.js';
+export type { DownsampledAggregate } from './storage/downsample.js';
 export type { EncryptionKey } from './storage/encryption.js';
 export type { QuarantineReport } from './storage/quarantine.js';
 export type {
@@ -73,6 +84,20 @@ export type {
   StoredMutation,
   StoredRecord,
 } from './storage/record-storage.js';
+export type {
+  CleanupStrategy,
+  CompactionStep,
+  HistoryPruned,
+  IntakePolicy,
+  OutboxRemoval,
+  PruneLimits,
+  PruneStep,
+  RetentionBudget,
+  RetentionListener,
+  RetentionStorage,
+  SpaceUse,
+} from './storage/retention.js';
+export { tablePruneStep } from './storage/retention.js';
 export type { Reencryption, SqliteStorageOptions } from './storage/sqlite-storage.js';
 export { SqliteStorage } from './storage/sqlite-storage.js';
 export type {

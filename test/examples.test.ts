@@ -48,6 +48,7 @@ describe('examples/', () => {
       'conflict-resolution.ts',
       'custom-processor.ts',
       'monitoring.ts',
+      'retention.ts',
     ]);
   });
 
@@ -113,6 +114,20 @@ describe('examples/', () => {
     expect(output).toContain('custom: boiler-4 settles at {"target":74,"mergedFrom":[74,68]} (version 3)');
     expect(output).toContain('conflict on setpoints/boiler-2: cloud-wins chose cloud');
     expect(code).toBe(0);
+  });
+
+  it('retention downsamples the oldest minutes past maxRecords, and the cloud gets the aggregates', async () => {
+    const { code, output } = await runExample('retention.ts', env('retention'));
+    expect(output).toContain('queued: 964');
+    expect(output).toContain('downsampled: 240 readings into 4 aggregates');
+    expect(output).toContain('acknowledged: 964');
+    expect(code).toBe(0);
+    const points = await cloud.points('device-retention');
+    const aggregates = points.filter((p) => p.data !== undefined);
+    expect(points).toHaveLength(964);
+    expect(aggregates.map((p) => (p.data as { aggregate: { count: number } }).aggregate.count)).toEqual([
+      60, 60, 60, 60,
+    ]);
   });
 
   it('monitoring prints status and health after a forced sync', async () => {

@@ -4,6 +4,7 @@ import { ConfigError, isConfigError, isEdgeGatewayError } from '../errors.js';
 import { EdgeGateway } from '../gateway/edge-gateway.js';
 import type { GatewayHttpServer } from '../ops/http-server.js';
 import { SqliteStorage } from '../storage/sqlite-storage.js';
+import { type CloudAccess, cloudAccessFrom } from './cloud-config.js';
 import {
   databaseOptionsFrom,
   gatewayOptionsFrom,
@@ -26,8 +27,10 @@ Usage:
                          [--concurrency N] [--json]
                                         drive a running gateway (--url) or an in-process one, then summarize
   edge-gateway --init-db [--env FILE]   create (or migrate) the local database at LOCAL_DB_PATH, then exit
-  edge-gateway cloud [--port N] [--host H] [--db FILE] [--api-key KEY ...]
-                                        run the reference cloud server
+  edge-gateway cloud [--port N] [--host H] [--db FILE | --redis URL] [--api-key KEY ...] [--keys-file FILE]
+                     [--rate-limit RPS] [--rate-burst N]
+                                        run the reference cloud server, on SQLite or on a Redis shared
+                                        with other server nodes (keys: docs/security.md)
   edge-gateway demo                     store-and-forward through an outage, end to end, in ~20 s
   edge-gateway --help | --version
 
@@ -115,6 +118,7 @@ function parse(argv: readonly string[]) {
       port: { type: 'string' },
       host: { type: 'string' },
       db: { type: 'string' },
+      redis: { type: 'string' },
       'api-key': { type: 'string', multiple: true },
       url: { type: 'string' },
       json: { type: 'boolean' },
@@ -122,6 +126,9 @@ function parse(argv: readonly string[]) {
       rate: { type: 'string' },
       batch: { type: 'string' },
       concurrency: { type: 'string' },
+      'keys-file': { type: 'string' },
+      'rate-limit': { type: 'string' },
+      'rate-burst': { type: 'string' },
     },
   });
 }
@@ -275,18 +282,28 @@ async function cloud(values: ReturnType<typeof parse>['values'], io: CliIo): Pro
     io.err(`Expected --port to be an integer from 0 to 65535, got ${JSON.stringify(values.port)}`);
     return 2;
   }
-  const apiKeys = values['api-key'] ?? (process.env.CLOUD_API_KEY ? [process.env.CLOUD_API_KEY] : []);
-  if (apiKeys.length === 0) {
-    io.err('Give at least one --api-key (or CLOUD_API_KEY): the cloud server does not run open');
+  let access: CloudAccess;
+  try {
+    access = cloudAccessFrom(values, process.env);
+  } catch (error) {
+    if (!isConfigError(error)) throw error;
+    io.err(error.issues.join('\n'));
+    return 2;
+  }
+  if (values.redis !== undefined && values.db !== undefined) {
+    io.err('Give either --db or --redis: one store per server');
     return 2;
   }
   const server = await CloudServer.listen({
     port,
     host: values.host ?? '127.0.0.1',
-    dbPath: values.db ?? './data/cloud.db',
-    apiKeys,
+    ...(values.redis === undefined ? { dbPath: values.db ?? './data/cloud.db' } : { redisUrl: values.redis }),
+    apiKeys: access.apiKeys,
+    ...(access.rateLimit ? { rateLimit: access.rateLimit } : {}),
+    logger: createLogger(access.logLevel),
   });
-  io.out(`edge-gateway cloud listening at ${server.url}`);
+  const where = values.redis === undefined ? (values.db ?? './data/cloud.db') : 'Redis';
+  io.out(`edge-gateway cloud listening at ${server.url} (store: ${where})`);
   await io.untilSignal();
   await server.close();
   return 0;

@@ -14,6 +14,8 @@ const bool = z
   .transform((v) => ['true', '1', 'yes', 'on'].includes(v));
 const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
 const positive = (max: number) => z.coerce.number().positive().max(max);
+const cloudUrlSchema = z.url({ protocol: /^https?$/ });
+const cloudUrls = (value: string) => value.split(',').map((url) => url.trim());
 const optional = <T extends z.ZodType>(schema: T) => z.preprocess((v) => (v === '' ? undefined : v), schema.optional());
 
 /**
@@ -36,7 +38,12 @@ export const envSchema = z.object({
   EDGE_DB_PREVIOUS_KEY: optional(z.string().min(1)),
   SYNC_INTERVAL_SECONDS: optional(positive(86_400)),
   MAX_OFFLINE_QUEUE_SIZE: optional(int(1, Number.MAX_SAFE_INTEGER)),
-  CLOUD_API_URL: optional(z.url({ protocol: /^https?$/ })),
+  /** One URL, or several separated by commas: server nodes over one store, failed over in turn. */
+  CLOUD_API_URL: optional(
+    z.string().refine((v) => cloudUrls(v).every((url) => cloudUrlSchema.safeParse(url).success), {
+      message: 'an http(s) URL, or several separated by commas',
+    }),
+  ),
   CLOUD_API_KEY: optional(z.string().min(1)),
   /** A PEM file of the CAs the cloud's certificate must chain to (in place of Node's bundled roots). */
   CLOUD_CA_FILE: optional(z.string().min(1)),
@@ -57,6 +64,10 @@ export const envSchema = z.object({
   ENABLE_LOCAL_ANALYTICS: optional(bool),
   AGGREGATION_WINDOW_SECONDS: optional(positive(86_400)),
   DATA_RETENTION_DAYS: optional(positive(36_500)),
+  CLEANUP_STRATEGY: optional(z.enum(['reject-new', 'drop-oldest', 'downsample-oldest', 'oldest-first'])),
+  CLEANUP_INTERVAL_SECONDS: optional(positive(7 * 86_400)),
+  MAX_DATABASE_SIZE_MB: optional(positive(Number.MAX_SAFE_INTEGER / 1048576).min(1)),
+  DB_TIMEOUT_SECONDS: optional(z.coerce.number().nonnegative().max(3600)),
   COMPRESSION_ENABLED: optional(bool),
   COMPRESSION_LEVEL: optional(int(1, 9)),
   BATCH_SIZE: optional(int(1, 10_000)),
@@ -96,7 +107,7 @@ export const DEFAULT_HTTP_PORT = 8000;
 export type EnvConfig = z.output<typeof envSchema>;
 
 /** Variables accepted for compatibility with the original spec whose features are not built yet. */
-const NOT_YET = ['DATA_RETENTION_DAYS', 'WORKER_THREADS'] as const;
+const NOT_YET = ['WORKER_THREADS'] as const;
 
 /**
  * Reads the `.env` file at `path` (when it exists) under the process environment: a variable set in the
@@ -124,7 +135,6 @@ export function parseEnvConfig(env: Record<string, string>): EnvConfig {
   const parsed = envSchema.safeParse(env);
   if (parsed.success) {
     // Said here in the variables' names; the gateway would say it again in its options' names.
-    const url = parsed.data.CLOUD_API_URL;
     if (parsed.data.EDGE_DB_KEY && parsed.data.EDGE_DB_KEY_FILE) {
       throw new ConfigError(['Set EDGE_DB_KEY or EDGE_DB_KEY_FILE, not both']);
     }
@@ -133,7 +143,9 @@ export function parseEnvConfig(env: Record<string, string>): EnvConfig {
         'EDGE_DB_PREVIOUS_KEY needs EDGE_DB_KEY (or EDGE_DB_KEY_FILE), the key to re-encrypt under',
       ]);
     }
-    if (url?.startsWith('http:') && !parsed.data.CLOUD_ALLOW_INSECURE && !isLoopbackHost(new URL(url).hostname)) {
+    const urls = parsed.data.CLOUD_API_URL === undefined ? [] : cloudUrls(parsed.data.CLOUD_API_URL);
+    const url = urls.find((one) => one.startsWith('http:') && !isLoopbackHost(new URL(one).hostname));
+    if (url && !parsed.data.CLOUD_ALLOW_INSECURE) {
       throw new ConfigError([
         `Expected CLOUD_API_URL to be an https:// URL (got ${JSON.stringify(url)}): http:// is allowed only to a loopback host, or with CLOUD_ALLOW_INSECURE=true, because readings, records and the API key would cross the network in clear text`,
       ]);
@@ -193,7 +205,10 @@ export function databaseOptionsFrom(
 /** Gateway options from the environment; reads the certificate and key files the variables name. */
 export function gatewayOptionsFrom(config: EnvConfig): EdgeGatewayOptions {
   const options: EdgeGatewayOptions = { deviceId: config.DEVICE_ID, ...databaseOptionsFrom(config) };
-  if (config.CLOUD_API_URL) options.cloudUrl = config.CLOUD_API_URL;
+  if (config.CLOUD_API_URL) {
+    const urls = cloudUrls(config.CLOUD_API_URL);
+    options.cloudUrl = urls.length === 1 ? urls[0] : urls;
+  }
   if (config.CLOUD_API_KEY) options.apiKey = config.CLOUD_API_KEY;
   if (config.CLOUD_ALLOW_INSECURE) options.allowInsecure = true;
   if (config.CLOUD_CA_FILE) options.ca = readPem('CLOUD_CA_FILE', config.CLOUD_CA_FILE);
@@ -207,6 +222,13 @@ export function gatewayOptionsFrom(config: EnvConfig): EdgeGatewayOptions {
   if (config.BATCH_SIZE) options.batchSize = config.BATCH_SIZE;
   if (config.SYNC_STRATEGY) options.syncStrategy = config.SYNC_STRATEGY;
   if (config.DURABILITY) options.durability = config.DURABILITY;
+  if (config.MAX_DATABASE_SIZE_MB) options.maxDatabaseSize = Math.floor(config.MAX_DATABASE_SIZE_MB * 1048576);
+  if (config.DB_TIMEOUT_SECONDS !== undefined) options.dbTimeout = config.DB_TIMEOUT_SECONDS;
+  const retention: NonNullable<EdgeGatewayOptions['retention']> = {};
+  if (config.DATA_RETENTION_DAYS) retention.maxDays = config.DATA_RETENTION_DAYS;
+  if (config.CLEANUP_STRATEGY) retention.cleanupStrategy = config.CLEANUP_STRATEGY;
+  if (config.CLEANUP_INTERVAL_SECONDS) retention.cleanupInterval = config.CLEANUP_INTERVAL_SECONDS;
+  if (Object.keys(retention).length > 0) options.retention = retention;
   if (config.COMPRESSION_ENABLED === false) options.compression = false;
   else if (config.COMPRESSION_LEVEL) options.compression = { level: config.COMPRESSION_LEVEL };
   // As in the original .env.example: local analytics means windowed aggregates, synced beside the raw readings.

@@ -1,5 +1,6 @@
 import type { CloudRecord, MutationResult, RecordChange, RecordMutation } from '../model/records-wire.js';
 import type { BatchAck, WirePoint } from '../model/wire.js';
+import type { RateDecision } from './rate-limiter.js';
 
 /** One mutation of a push as the store decides it: valid with its stamp, or refused with a reason. */
 export type PushDecision =
@@ -153,6 +154,17 @@ export interface CloudStore {
    * go backwards across restarts even when the machine's clock does.
    */
   latestHlc(): Promise<string | undefined>;
+
+  /**
+   * Takes one token from the rate bucket of the key `id` (up to `limit.burst` tokens, refilled at
+   * `limit.requestsPerSecond` by the time elapsed since the bucket's last take, never by a step of `nowMs`
+   * backwards), or says how long until one is there: the answers of the in-process `RateLimiter`. Optional: a store
+   * that has it keeps one bucket per key for every server node over it; without it each server keeps its buckets in
+   * memory, which is right for a store only one node uses (SQLite). A store that has it has {@link forgetTokens} too.
+   */
+  takeToken?(id: string, limit: { requestsPerSecond: number; burst: number }, nowMs: number): Promise<RateDecision>;
+  /** Drops the rate buckets of the keys `ids` (revoked keys): one added again starts with a full bucket. */
+  forgetTokens?(ids: readonly string[]): Promise<void>;
 
   close(): Promise<void>;
 }

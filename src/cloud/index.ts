@@ -4,6 +4,7 @@
  * @packageDocumentation
  */
 
+export { CloudStoreError, isCloudStoreError } from '../errors.js';
 export type {
   CloudRecord,
   MutationResult,
@@ -16,6 +17,7 @@ export type {
 export { RECORD_LIMITS } from '../model/records-wire.js';
 export type { BatchAck, BatchEnvelope, ErrorBody, RejectedPoint, WirePoint } from '../model/wire.js';
 export { batchEnvelopeSchema, wirePointSchema } from '../model/wire.js';
+export type { ApiKey, ApiKeyEntry, RateLimit } from './api-keys.js';
 export type { CloudServerOptions, CloudServerTls } from './cloud-server.js';
 export { CloudServer } from './cloud-server.js';
 export type {
@@ -34,4 +36,6 @@ export type {
   TelemetryStats,
 } from './cloud-store.js';
 export { neverExistedRecord } from './cloud-store.js';
+export type { RedisCloudStoreOptions } from './redis-cloud-store.js';
+export { RedisCloudStore } from './redis-cloud-store.js';
 export { SqliteCloudStore } from './sqlite-cloud-store.js';

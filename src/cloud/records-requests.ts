@@ -10,6 +10,7 @@ import {
   recordMutationSchema,
 } from '../model/records-wire.js';
 import type { HybridClock } from '../sync/hlc.js';
+import { parseJsonBody } from './batch-requests.js';
 import type { RecordEdit, RecordStamp } from './cloud-store.js';
 import { HttpError } from './http-error.js';
 
@@ -45,14 +46,6 @@ function describeIssues(error: z.ZodError): string {
     .join('; ');
 }
 
-function parseJson(body: Buffer): unknown {
-  try {
-    return JSON.parse(body.toString('utf8'));
-  } catch (error) {
-    throw new HttpError(400, 'malformed_json', `the body is not JSON: ${(error as Error).message}`);
-  }
-}
-
 /** Why a value cannot be stored, or `undefined`. */
 function valueProblem(value: unknown): string | undefined {
   const bytes = Buffer.byteLength(JSON.stringify(value));
@@ -75,11 +68,12 @@ function checkMutation(mid: string, raw: unknown): PushItem {
 }
 
 /**
- * Reads a push body. Throws a 400 when the envelope is unreadable or a mutation has no readable `mid` (nothing of
- * the push is processed then); otherwise returns every mutation, valid or with the reason it is not.
+ * Reads a push body. Throws a 400 when the envelope is unreadable, nests deeper than `maxDepth`, or a mutation has
+ * no readable `mid` (nothing of the push is processed then); otherwise returns every mutation, valid or with the
+ * reason it is not.
  */
-export function parsePush(body: Buffer): ParsedPush {
-  const envelope = pushEnvelopeSchema.safeParse(parseJson(body));
+export function parsePush(body: Buffer, maxDepth: number): ParsedPush {
+  const envelope = pushEnvelopeSchema.safeParse(parseJsonBody(body, maxDepth));
   if (!envelope.success) throw new HttpError(400, 'bad_push', describeIssues(envelope.error));
   const items = envelope.data.mutations.map((raw, index): PushItem => {
     const mid = midSchema.safeParse(
@@ -126,9 +120,9 @@ export function parseRecordPath(collectionSegment: string, keySegment: string): 
   return { collection, key };
 }
 
-/** Reads the body of `PUT /records/{collection}/{key}`: `{ value }` or `{ deleted: true }`. */
-export function parseEdit(body: Buffer): RecordEdit {
-  const parsed = cloudEditSchema.safeParse(parseJson(body));
+/** Reads the body of `PUT /records/{collection}/{key}`: `{ value }` or `{ deleted: true }`; throws a 400 if not. */
+export function parseEdit(body: Buffer, maxDepth: number): RecordEdit {
+  const parsed = cloudEditSchema.safeParse(parseJsonBody(body, maxDepth));
   if (!parsed.success) throw new HttpError(400, 'bad_record', describeIssues(parsed.error));
   const { value, deleted } = parsed.data;
   if (deleted === true) {

@@ -3,6 +3,7 @@ import type { Registry } from 'prom-client';
 import {
   ConfigError,
   GatewayStoppedError,
+  isQueueFullError,
   NotStartedError,
   QueueFullError,
   StorageError,
@@ -23,6 +24,7 @@ import type { GatewayHttpServer, HttpServerOptions } from '../ops/http-server.js
 import type { Alert, AlertQuery } from '../processing/alert.js';
 import { type EncryptionKey, encryptionKeyProblem, sameKey } from '../storage/encryption.js';
 import type { RecordStorage } from '../storage/record-storage.js';
+import type { OutboxRemoval, RetentionStorage } from '../storage/retention.js';
 import { RECORDS_META } from '../storage/sqlite-records.js';
 import { SqliteStorage } from '../storage/sqlite-storage.js';
 import type { DeadLetter, DeadLetterInsert, OutboxInsert, Storage } from '../storage/storage.js';
@@ -37,21 +39,51 @@ import { type EncryptionOptions, encryptionPlan } from './encryption-options.js'
 import { GroupCommit, type GroupExtras } from './group-commit.js';
 import { LocalProcessing } from './local-processing.js';
 import { type HistoryQuery, type QueryResult, queryHistory } from './local-query.js';
-import { compressionSetting, type EdgeGatewayOptions, type ResolvedOptions, resolveOptions } from './options.js';
+import {
+  compressionSetting,
+  type EdgeGatewayOptions,
+  normalizeOptions,
+  type ResolvedOptions,
+  type RetentionOptions,
+  resolveOptions,
+} from './options.js';
 import { RecentCount } from './recent-count.js';
 import { Records } from './records.js';
-import type { GatewayEvents, GatewayStatus, HealthStatus } from './status.js';
+import { type CleanupReport, RetentionManager } from './retention-manager.js';
+import type { DropCounts, DroppedEvent, GatewayEvents, GatewayStatus, HealthStatus } from './status.js';
 
 /** Options that name the local store; they cannot change once it is open. */
 const FIXED_AFTER_START = [
   'localDb',
   'storage',
   'durability',
-  'maxDatabaseSize',
   'clock',
   'encryptionKey',
   'previousEncryptionKeys',
 ] as const;
+/** Pause between attempts to open a database another gateway holds, within `dbTimeout`. */
+const LOCK_RETRY_MS = 100;
+
+/** The retention in force, as {@link EdgeGateway.retention} shows it: every budget under its retention name. */
+export interface RetentionView {
+  maxDays: number | undefined;
+  /** `maxOfflineQueueSize`. */
+  maxRecords: number;
+  /** `maxDatabaseSize`. */
+  maxBytes: number | undefined;
+  cleanupStrategy: ResolvedOptions['retention']['cleanupStrategy'];
+  cleanupInterval: number;
+  downsampleWindow: number;
+}
+
+const noDrops = (): DropCounts => ({
+  'queue-full': 0,
+  'rejected-by-cloud': 0,
+  'processor-failed': 0,
+  'drop-oldest': 0,
+  retention: 0,
+  downsampled: 0,
+});
 
 type Lifecycle = 'created' | 'starting' | 'running' | 'stopping' | 'stopped';
 
@@ -100,6 +132,10 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
   #storageFailure: { message: string; at: Date; full: boolean; side: 'intake' | 'sync' } | undefined;
   /** sendData/sendBatch calls still in the processor. */
   readonly #processing = new Set<Promise<unknown>>();
+  /** Every `dropped` event since start, by reason. */
+  readonly #drops = noDrops();
+  /** Runs retention on the storage; made at start when the storage supports it. */
+  #retention: RetentionManager | undefined;
   #cpu = { usage: process.cpuUsage(), at: performance.now() };
   /** Stamps record writes; made at start, from the last stamp and clock offset kept in the database. */
   #clock: HybridClock;
@@ -120,7 +156,7 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
   constructor(options: EdgeGatewayOptions) {
     super();
     this.#options = resolveOptions(options);
-    this.#input = { ...options };
+    this.#input = normalizeOptions({ ...options });
     this.#logger = this.#options.logger ?? silentLogger;
     this.#storage =
       this.#options.storage ??
@@ -130,7 +166,9 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
         maxSizeBytes: this.#options.maxDatabaseSize,
         encryptionKey: this.#options.encryptionKey,
         previousEncryptionKeys: this.#options.previousEncryptionKeys,
+        busyTimeoutMs: Math.round(this.#options.dbTimeout * 1000),
       });
+    this.#checkRetentionSupport(this.#options);
     this.#resolver = this.#options.conflictResolver ?? lastWriteWins;
     if (this.#options.conflictResolver) this.#strategy = 'custom';
     this.#clock = new HybridClock({ now: this.#options.clock ?? Date.now });
@@ -156,7 +194,7 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
         emitAlert: (alert) => this.#guarded('alert', () => this.emit('alert', alert)),
         emitDropped: (event) => {
           if (event.reason === 'processor-failed') this.#recentDeadLetters.add(event.count, performance.now());
-          this.#guarded('dropped', () => this.emit('dropped', event));
+          this.#drop(event);
         },
         reportError: (error) => this.#backgroundError(error),
       },
@@ -242,7 +280,7 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
       if (this.#storage instanceof SqliteStorage && !this.#options.storage) {
         this.#storage.useEncryptionKeys(this.#options.encryptionKey, this.#options.previousEncryptionKeys);
       }
-      this.#storage.open();
+      await this.#openStorage();
     } catch (error) {
       this.#lifecycle = 'created';
       throw error;
@@ -261,11 +299,107 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
     this.#lifecycle = 'running';
     this.#reportQuarantine();
     this.#reportReencryption();
+    this.#startRetention();
     this.#startSync();
     this.#logger.info(
       { deviceId: this.#options.deviceId, replicaId: this.#storage.replicaId, pending: this.#storage.pendingCount() },
       'edge gateway started',
     );
+  }
+
+  // Another gateway holding the database (a restart overlapping the old process's stop, say) gets `dbTimeout` to let
+  // go: tried every 100 ms, without blocking the event loop, then the storage's error, naming that process.
+  async #openStorage(): Promise<void> {
+    const deadline = performance.now() + this.#options.dbTimeout * 1000;
+    for (;;) {
+      try {
+        this.#storage.open();
+        return;
+      } catch (error) {
+        const wait = deadline - performance.now();
+        if (!(error instanceof StorageError && error.sqliteCode === 'SQLITE_BUSY') || wait <= 0) throw error;
+        await new Promise((resolve) => setTimeout(resolve, Math.min(LOCK_RETRY_MS, wait)));
+      }
+    }
+  }
+
+  // Strategies other than reject-new need a storage that can remove rows (SqliteStorage has a `retention` getter,
+  // valid once open; a custom storage declares one or does without).
+  #checkRetentionSupport(options: ResolvedOptions): void {
+    if (options.retention.cleanupStrategy === 'reject-new' || 'retention' in this.#storage) return;
+    throw new ConfigError([
+      `The "retention.cleanupStrategy" option ${JSON.stringify(options.retention.cleanupStrategy)} needs a storage with retention; the storage given has none (use "reject-new")`,
+    ]);
+  }
+
+  #retentionStorage(): RetentionStorage | undefined {
+    return this.#lifecycle === 'running' ? this.#storage.retention : undefined;
+  }
+
+  #startRetention(): void {
+    const storage = this.#retentionStorage();
+    if (!storage) return;
+    // Read at each call: re-encrypting the database (rotateEncryptionKey) reopens it, with a retention of its own.
+    const current = (): RetentionStorage => this.#storage.retention ?? storage;
+    const manager = new RetentionManager({
+      storage: new Proxy(storage, {
+        get: (_target, name) => {
+          const target = current();
+          const value = Reflect.get(target, name);
+          return typeof value === 'function' ? value.bind(target) : value;
+        },
+      }),
+      settings: () => ({
+        maxDays: this.#options.retention.maxDays,
+        strategy: this.#options.retention.cleanupStrategy,
+        intervalMs: this.#options.retention.cleanupInterval * 1000,
+      }),
+      now: () => (this.#options.clock ?? Date.now)(),
+      idle: () => this.#storage.pendingCount() <= this.#options.batchSize,
+      events: {
+        removed: (removal) => this.#drop(this.#removalEvent(removal)),
+        pruned: (pruned) => this.#guarded('pruned', () => this.emit('pruned', pruned)),
+        failed: (error) => this.#backgroundError(error),
+      },
+      logger: this.#logger,
+    });
+    this.#retention = manager;
+    storage.setListener(manager);
+    this.#applyRetentionPolicy(storage);
+    manager.start();
+  }
+
+  #applyRetentionPolicy(storage: RetentionStorage): void {
+    storage.setPolicy({
+      strategy: this.#options.retention.cleanupStrategy,
+      maxRows: this.#options.maxOfflineQueueSize,
+      windowMs: this.#options.retention.downsampleWindow * 1000,
+    });
+  }
+
+  #removalEvent(removal: OutboxRemoval): DroppedEvent {
+    const { reason, budget, count, aggregates, firstSeq, lastSeq } = removal;
+    const seqs = `seq ${firstSeq}-${lastSeq}`;
+    const within =
+      budget === 'maxRecords'
+        ? `maxRecords ${this.#options.maxOfflineQueueSize}`
+        : budget === 'maxBytes'
+          ? `maxBytes ${this.#options.maxDatabaseSize ?? '(none)'}`
+          : `maxDays ${this.#options.retention.maxDays}`;
+    const message =
+      reason === 'downsampled'
+        ? `replaced ${count} queued raw reading(s) (${seqs}) by ${aggregates} aggregate(s) of ${this.#options.retention.downsampleWindow} s windows to stay within ${within}`
+        : reason === 'retention'
+          ? `dropped ${count} queued reading(s) (${seqs}) older than ${within}`
+          : `dropped the ${count} oldest queued reading(s) (${seqs}) to stay within ${within}`;
+    return { reason, count, message, budget, aggregates, firstSeq, lastSeq };
+  }
+
+  // Every dropped event goes through here: counted for status, emitted, never thrown into the caller.
+  #drop(event: DroppedEvent): void {
+    this.#drops[event.reason] += event.count;
+    this.#logger.debug({ ...event }, 'readings dropped');
+    this.#guarded('dropped', () => this.emit('dropped', event));
   }
 
   // A damaged database set aside at this start (or at an earlier one, while its file is still there): the gateway
@@ -402,13 +536,14 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
         // A refused sync-side write is over once a batch is acknowledged (its writes went through).
         const failure = this.#storageFailure;
         if (result.acknowledged > 0 && (failure?.full || failure?.side === 'sync')) this.#storageFailure = undefined;
+        if (result.remaining <= this.#options.batchSize) this.#retention?.noteDrained();
         this.#guarded('sync', () => this.emit('sync', result));
       },
       syncError: (event) => this.#guarded('sync-error', () => this.emit('sync-error', event)),
       deadLettered: (count, message) => {
         this.#recentDeadLetters.add(count, performance.now());
         this.#logger.warn({ count, message }, 'the cloud refused readings; they are kept in the dead letters');
-        this.#guarded('dropped', () => this.emit('dropped', { reason: 'rejected-by-cloud', count, message }));
+        this.#drop({ reason: 'rejected-by-cloud', count, message });
       },
       failed: (error) => this.#backgroundError(error, 'sync'),
       sent: (report) => this.#metrics?.sent(report),
@@ -458,6 +593,7 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
         await sync.syncNow(deadline, { pullRecords: false }).catch(() => undefined);
       }
       await sync?.stop();
+      await this.#retention?.stop();
       await this.#transport?.close().catch((error: unknown) => this.#backgroundError(error as Error));
       this.#commit.flush(); // what a processor finished meanwhile
       this.#storage.close();
@@ -480,7 +616,9 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
       if (extras || this.#local.keepsHistory) added = this.#local.store(rows, dead, extras);
       else this.#storage.append(rows, dead);
     } catch (error) {
-      this.#backgroundError(error as Error);
+      // Rows sealed into a batch since #checkRoom took all the room drop-oldest could make: refused, as at intake.
+      if (isQueueFullError(error)) this.#drop({ reason: 'queue-full', count: rows.length, message: error.message });
+      else this.#backgroundError(error as Error);
       throw error;
     }
     // An intake write went through: an intake failure is over; a sync-side one is not, until a batch is acknowledged.
@@ -492,8 +630,11 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
   #checkRoom(incoming: number): QueueFullError | undefined {
     const limit = this.#options.maxOfflineQueueSize;
     if (this.#storage.pendingCount() + this.#commit.size + incoming <= limit) return undefined;
+    // drop-oldest and downsample-oldest make room at the commit, from every row not sealed into a batch (alerts excepted).
+    const retention = this.#options.retention.cleanupStrategy === 'reject-new' ? undefined : this.#retentionStorage();
+    if (retention && retention.protectedCount() + this.#commit.size + incoming <= limit) return undefined;
     const error = new QueueFullError(limit, incoming);
-    this.emit('dropped', { reason: 'queue-full', count: incoming, message: error.message });
+    this.#drop({ reason: 'queue-full', count: incoming, message: error.message });
     return error;
   }
 
@@ -603,6 +744,20 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
       syncStrategy: this.#options.syncStrategy,
       running: open,
       quarantined: open ? (this.#storage.quarantined ?? null) : null,
+      dropped: { ...this.#drops },
+      retention: this.#retentionStatus(),
+    };
+  }
+
+  #retentionStatus(): GatewayStatus['retention'] {
+    const totals = this.#retention?.totals;
+    return {
+      cleanupStrategy: this.#options.retention.cleanupStrategy,
+      pruned: totals?.pruned ?? {},
+      aggregates: totals?.aggregates ?? 0,
+      reclaimedBytes: totals?.reclaimedBytes ?? 0,
+      cleanups: totals?.cleanups ?? 0,
+      lastCleanupAt: totals?.lastCleanupAt ?? null,
     };
   }
 
@@ -683,13 +838,18 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
   }
 
   /**
-   * Changes options at run time, validated as in the constructor. `localDb`, `storage`, `durability` and `maxDatabaseSize`
+   * Changes options at run time, validated as in the constructor. `localDb`, `storage`, `durability` and `clock`
    * cannot change after `start()`. A new `cloudUrl`, `apiKey`, `connectionTimeout`, `transport` or TLS option (`ca`,
    * `cert`, `key`, `pinnedCertificates`, `allowInsecure`) takes effect at the next request, on a new connection, and
-   * clears an API-key or TLS refusal.
+   * clears an API-key or TLS refusal. `retention` is merged into the retention in force; a new `maxDatabaseSize`
+   * (`retention.maxBytes`) or `dbTimeout` applies at once, and a change of retention runs a cleanup soon.
    */
   configure(options: Partial<EdgeGatewayOptions>): void {
-    const merged = { ...this.#input, ...options };
+    const partial = normalizeOptions({ ...options });
+    const merged: EdgeGatewayOptions = { ...this.#input, ...partial };
+    if (partial.retention !== undefined || this.#input.retention !== undefined) {
+      merged.retention = { ...this.#input.retention, ...partial.retention };
+    }
     const next = resolveOptions(merged);
     if (this.#lifecycle !== 'created') {
       const changed = FIXED_AFTER_START.filter((key) => key in options && options[key] !== this.#input[key]);
@@ -703,16 +863,18 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
       }
     }
     if (this.#requireTls) this.#checkTls(next.cloudUrl);
+    this.#checkRetentionSupport(next);
     const previous = this.#options;
     // First, as it may refuse the chain (a custom processor after a built-in): then nothing changes.
     if (!sameProcessing(next, previous)) this.#local.configure(next);
     this.#input = merged;
     this.#options = next;
     this.#recentDeadLetters.windowMs = next.deadLetterWindow * 1000;
+    this.#applyStorageSettings(previous);
     if (this.#lifecycle !== 'running') return;
     const transportChanged =
       next.transport !== previous.transport ||
-      next.cloudUrl !== previous.cloudUrl ||
+      String(next.cloudUrl) !== String(previous.cloudUrl) ||
       next.apiKey !== previous.apiKey ||
       next.connectionTimeout !== previous.connectionTimeout ||
       !sameTls(next, previous);
@@ -737,8 +899,9 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
     }
   }
 
-  #checkTls(cloudUrl: string | undefined): void {
-    if (cloudUrl?.startsWith('http:')) {
+  #checkTls(cloudUrls: string | readonly string[] | undefined): void {
+    const cloudUrl = [cloudUrls ?? []].flat().find((url) => url.startsWith('http:'));
+    if (cloudUrl) {
       throw new ConfigError([
         `Expected the "cloudUrl" option to be an https:// URL, got ${JSON.stringify(cloudUrl)}: enableEncryption({ inTransit: true }) refuses http://, even to loopback`,
       ]);
@@ -831,12 +994,91 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
     this.#commit.flush();
     const startedAt = performance.now();
     storage.rekey(key);
+    // The reopened database has a retention of its own: the manager listens to it and its policy is set again.
+    const retention = this.#retentionStorage();
+    if (retention && this.#retention) {
+      retention.setListener(this.#retention);
+      this.#applyRetentionPolicy(retention);
+    }
     this.#input = { ...this.#input, encryptionKey: key, previousEncryptionKeys: undefined };
     this.#options = { ...this.#options, encryptionKey: key, previousEncryptionKeys: undefined };
     this.#logger.info(
       { localDb: this.#options.localDb, ms: Math.round(performance.now() - startedAt) },
       `the local database was ${what}`,
     );
+  }
+
+  // Settings the storage takes at any time (the default storage was made with the constructor's).
+  #applyStorageSettings(previous: ResolvedOptions): void {
+    const next = this.#options;
+    if (next.dbTimeout !== previous.dbTimeout) this.#storage.setBusyTimeout?.(Math.round(next.dbTimeout * 1000));
+    if (next.maxDatabaseSize !== previous.maxDatabaseSize) this.#storage.setMaxSizeBytes?.(next.maxDatabaseSize);
+    const storage = this.#retentionStorage();
+    if (!storage) return;
+    this.#applyRetentionPolicy(storage);
+    const retentionChanged =
+      JSON.stringify(next.retention) !== JSON.stringify(previous.retention) ||
+      next.maxOfflineQueueSize !== previous.maxOfflineQueueSize ||
+      next.maxDatabaseSize !== previous.maxDatabaseSize;
+    if (retentionChanged) this.#retention?.kick();
+  }
+
+  /**
+   * Sets how long local data is kept and what happens to queued readings when a budget is reached: the seed's
+   * `configure_retention()`. Validated as the constructor's `retention` option and merged into the retention in
+   * force (`maxRecords` is `maxOfflineQueueSize`, `maxBytes` is `maxDatabaseSize`: one setting each, two names);
+   * applies to the next intake at once, and runs a cleanup soon. Throws `ConfigError` naming a bad option.
+   *
+   * @example
+   * ```ts
+   * gateway.configureRetention({ maxDays: 7, maxRecords: 50_000, cleanupStrategy: 'drop-oldest' });
+   * ```
+   */
+  configureRetention(options: RetentionOptions): void {
+    this.configure({ retention: options });
+  }
+
+  /** The retention in force, every budget under its retention name. */
+  get retention(): RetentionView {
+    const { maxOfflineQueueSize, maxDatabaseSize, retention } = this.#options;
+    return { ...retention, maxRecords: maxOfflineQueueSize, maxBytes: maxDatabaseSize };
+  }
+
+  /**
+   * Runs a cleanup pass now (after the one in progress, if any), in bounded steps with intake running between them,
+   * and resolves with what it did. Rejects with `StorageError` when the local database fails.
+   */
+  async runCleanup(): Promise<CleanupReport> {
+    const refused = this.#inputError('runCleanup');
+    if (refused) throw refused;
+    this.#commit.flush();
+    if (!this.#retention) {
+      return {
+        pruned: {},
+        removed: { retention: 0, 'drop-oldest': 0, downsampled: 0 },
+        aggregates: 0,
+        reclaimedBytes: 0,
+        durationMs: 0,
+      };
+    }
+    return this.#retention.run();
+  }
+
+  /**
+   * Replaces the API key at run time, without a restart: `configure({ apiKey })`. The next request carries the
+   * new key; a request in flight with the old one is cut and sent again, byte-identical, so the cloud stores its
+   * readings once. Clears an API-key refusal. To rotate without a gap, have the cloud accept both keys, call this
+   * on every gateway, then revoke the old key (docs/security.md).
+   *
+   * @example
+   * ```ts
+   * server.setApiKeys([oldKey, newKey]); // cloud side: both valid for a while
+   * gateway.setApiKey(newKey);
+   * server.setApiKeys([newKey]);         // revoke the old one
+   * ```
+   */
+  setApiKey(apiKey: string): void {
+    this.configure({ apiKey });
   }
 
   /** Turns gzip compression of batches on, at `level` 1 (fastest) to 9 (smallest). Batches already sealed keep their bytes. */

@@ -3,6 +3,7 @@ import { ConfigError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { Processor } from '../processing/processor.js';
 import { type EncryptionKey, keyProblems } from '../storage/encryption.js';
+import type { CleanupStrategy } from '../storage/retention.js';
 import { MIN_MAX_SIZE_BYTES } from '../storage/sqlite-storage.js';
 import type { Storage } from '../storage/storage.js';
 import type { CompressionSetting } from '../sync/batch-codec.js';
@@ -19,11 +20,13 @@ export interface EdgeGatewayOptions extends CloudTlsOptions {
   /** Identifies this device to the cloud; 1 to 256 characters. */
   deviceId: string;
   /**
-   * Base URL of the cloud API, e.g. `https://cloud.example.com/api/v1`. `http://` is refused unless the host is
-   * loopback (127.0.0.0/8, ::1, localhost) or `allowInsecure` is true. Without it the gateway stores and
-   * processes locally and syncs nothing.
+   * Base URL of the cloud API, e.g. `https://cloud.example.com/api/v1`. Without it the gateway stores and
+   * processes locally and syncs nothing. Several URLs (up to 16, one scheme) name server nodes that share one
+   * store: the gateway talks to one until it fails (network error, timeout, 5xx), then to the next, in turn; a
+   * batch retried on another node is still stored once (docs/scaling.md).
+   * @example ['https://cloud-a.example.com/api/v1', 'https://cloud-b.example.com/api/v1']
    */
-  cloudUrl?: string | undefined;
+  cloudUrl?: string | readonly string[] | undefined;
   /** Sent as `Authorization: Bearer <apiKey>`. */
   apiKey?: string | undefined;
   /** Path of the SQLite database file. @default './data/edge_gateway.db' */
@@ -65,8 +68,9 @@ export interface EdgeGatewayOptions extends CloudTlsOptions {
   /** Compress batch bodies (gzip for JSON, deflate inside the compact codec); `true` means level 6. @default true */
   compression?: boolean | { level: number };
   /**
-   * Most readings kept waiting for the cloud. When full, `sendData()` rejects with `QueueFullError` and the
-   * refusal is counted and emitted as `dropped`. @default 1000000
+   * Most readings kept waiting for the cloud (`retention.maxRecords` is the same setting). When full, the
+   * retention's `cleanupStrategy` applies: by default (`reject-new`) `sendData()` rejects with `QueueFullError`
+   * and the refusal is counted and emitted as `dropped`. @default 1000000
    */
   maxOfflineQueueSize?: number;
   /**
@@ -75,9 +79,22 @@ export interface EdgeGatewayOptions extends CloudTlsOptions {
    * stored, and the health check reports `unhealthy`; as the cloud acknowledges batches their room is reused and
    * intake resumes by itself. The last 1/32 of the budget is kept for syncing, so a full database still drains.
    * The WAL file comes on top (up to about 4 MiB between checkpoints). Not used with a custom `storage`.
+   * Under the `drop-oldest` and `downsample-oldest` cleanup strategies the gateway makes room instead of refusing
+   * (see {@link RetentionOptions}). `retention.maxBytes` is the same setting.
    * @default undefined (no limit but the disk)
    */
   maxDatabaseSize?: number | undefined;
+  /**
+   * Retention: how long local data is kept, and what happens to queued readings when a budget is reached. Merged
+   * into the retention in force by `configure({ retention })` and {@link EdgeGateway.configureRetention}.
+   */
+  retention?: RetentionOptions;
+  /**
+   * Seconds a database statement waits for a lock another connection holds (a backup, the `sqlite3` shell, a
+   * checkpointing reader), and that `start()` waits for another gateway to let go of the database before it
+   * rejects with `StorageError` naming that process (`inUseBy`). @default 5
+   */
+  dbTimeout?: number;
   /** Seconds allowed for one request to the cloud. @default 30 */
   connectionTimeout?: number;
   /**
@@ -161,6 +178,60 @@ export interface EdgeGatewayOptions extends CloudTlsOptions {
   deadLetterWindow?: number;
 }
 
+/**
+ * Retention options: the seed's `configure_retention(max_days, max_records, cleanup_strategy, ...)`. Durations in
+ * seconds. Each budget bounds the disk; what happens when one is reached is `cleanupStrategy`'s choice, and every
+ * reading removed is counted by reason (`getStatus().dropped`) and emitted as `dropped`.
+ *
+ * @example
+ * ```ts
+ * gateway.configureRetention({ maxDays: 7, maxRecords: 50_000, cleanupStrategy: 'downsample-oldest' });
+ * ```
+ */
+export interface RetentionOptions {
+  /**
+   * Days local data is kept, by its timestamp (fractions allowed). Local history past it (dead letters, and what
+   * other features keep for local queries) is pruned at every cleanup whatever the strategy; queued readings past
+   * it are dropped under `drop-oldest` and downsampled under `downsample-oldest` (`reject-new` never removes
+   * queued readings). @default undefined (no age limit)
+   */
+  maxDays?: number | undefined;
+  /** Most readings queued for the cloud: the `maxOfflineQueueSize` option, under this name. @default 1000000 */
+  maxRecords?: number;
+  /** Most bytes the database file may take: the `maxDatabaseSize` option, under this name. @default undefined */
+  maxBytes?: number | undefined;
+  /**
+   * What happens to queued readings at `maxRecords` or `maxBytes` (and past `maxDays`):
+   * - `reject-new`: new readings are refused (`QueueFullError`, or `StorageError` `SQLITE_FULL` at `maxBytes`);
+   *   nothing queued is removed;
+   * - `drop-oldest` (the seed's `oldest-first` is accepted as another name): the oldest queued readings not yet
+   *   sealed into a batch are deleted to make room (`dropped`, reason `drop-oldest`, or `retention` past `maxDays`);
+   *   queued alerts are never removed;
+   * - `downsample-oldest`: the oldest raw readings are first replaced by one aggregate per sensor and window of
+   *   `downsampleWindow` (`dropped`, reason `downsampled`), queued as aggregates; only when nothing is left to
+   *   downsample are the oldest rows dropped.
+   * Under a size budget, local history is pruned, oldest first, before any queued reading (not under `reject-new`).
+   * @default 'reject-new'
+   */
+  cleanupStrategy?: CleanupStrategy | 'oldest-first';
+  /**
+   * Seconds between cleanups (pruning past `maxDays`, bringing the queue back within lowered budgets, giving free
+   * space back). A cleanup also runs at start, after `configureRetention()`, and (giving space back only) when the
+   * queue has drained. @default 3600
+   */
+  cleanupInterval?: number;
+  /** Window of `downsample-oldest`, seconds; windows are aligned to the epoch. @default 300 */
+  downsampleWindow?: number;
+}
+
+/** Retention after defaults (the two budgets are `maxOfflineQueueSize` and `maxDatabaseSize`). */
+export interface ResolvedRetention {
+  maxDays: number | undefined;
+  cleanupStrategy: CleanupStrategy;
+  cleanupInterval: number;
+  downsampleWindow: number;
+}
+
 const hasMethods =
   (...methods: string[]) =>
   (value: unknown) =>
@@ -171,11 +242,23 @@ const hasMethods =
 const seconds = (max: number) => z.number().positive().max(max);
 
 const pem = z.union([z.string().min(1), z.instanceof(Buffer)], 'expected PEM text, as a string or a Buffer');
+const cloudUrlSchema = z
+  .url({ protocol: /^https?$/ })
+  .refine((url) => !/^[a-z]+:\/\/[^/?#]*@/i.test(url), 'no credentials in the URL; give the key as "apiKey"');
 
 export const optionsSchema = z.strictObject({
   deviceId: z.string().min(1).max(256),
-  cloudUrl: z.url({ protocol: /^https?$/ }).optional(),
-  apiKey: z.string().min(1).optional(),
+  cloudUrl: z
+    .union([cloudUrlSchema, z.array(cloudUrlSchema).min(1).max(16)])
+    .refine((urls) => typeof urls === 'string' || new Set(urls.map((url) => new URL(url).protocol)).size === 1, {
+      message: 'every URL of one scheme, http or https',
+    })
+    .optional(),
+  apiKey: z
+    .string()
+    .min(1)
+    .regex(/^[\x21-\x7e]+$/, 'visible ASCII characters without spaces, as a Bearer token is sent')
+    .optional(),
   allowInsecure: z.boolean().default(false),
   ca: z.union([pem, z.array(pem).min(1).readonly()]).optional(),
   cert: pem.optional(),
@@ -197,6 +280,21 @@ export const optionsSchema = z.strictObject({
   compression: z.union([z.boolean(), z.strictObject({ level: z.number().int().min(1).max(9) })]).default(true),
   maxOfflineQueueSize: z.number().int().positive().default(1_000_000),
   maxDatabaseSize: z.number().int().min(MIN_MAX_SIZE_BYTES).max(Number.MAX_SAFE_INTEGER).optional(),
+  retention: z
+    .strictObject({
+      maxDays: z.number().positive().max(36_500).optional(),
+      // Moved to maxOfflineQueueSize and maxDatabaseSize by normalizeOptions() before parsing; checked here when not.
+      maxRecords: z.number().int().positive().optional(),
+      maxBytes: z.number().int().min(MIN_MAX_SIZE_BYTES).max(Number.MAX_SAFE_INTEGER).optional(),
+      cleanupStrategy: z
+        .enum(['reject-new', 'drop-oldest', 'downsample-oldest', 'oldest-first'])
+        .transform((v): CleanupStrategy => (v === 'oldest-first' ? 'drop-oldest' : v))
+        .default('reject-new'),
+      cleanupInterval: seconds(7 * 86_400).default(3600),
+      downsampleWindow: seconds(86_400).default(300),
+    })
+    .prefault({}),
+  dbTimeout: z.number().nonnegative().max(3600).default(5),
   connectionTimeout: seconds(3600).default(30),
   maxRetryAttempts: z.number().int().min(1).max(1000).default(5),
   initialBackoff: seconds(3600).default(1),
@@ -238,10 +336,29 @@ export const optionsSchema = z.strictObject({
 });
 
 /** Options after defaults, as the gateway uses them (see `EdgeGateway.options`). */
-export type ResolvedOptions = z.output<typeof optionsSchema>;
+export type ResolvedOptions = Omit<z.output<typeof optionsSchema>, 'retention'> & { retention: ResolvedRetention };
 
-/** Options whose values never appear in an error message. */
-const SECRET_OPTIONS = new Set(['apiKey', 'key', 'encryptionKey', 'previousEncryptionKeys']);
+/** Options whose values are secrets: an error names them, never shows them. */
+const SECRET_OPTION = /keys?$|secret|token|passphrase|password/i;
+
+/**
+ * `value` for a message: credentials in URLs masked, and fields named like secrets hidden, in plain objects and
+ * arrays down to a few levels (deeper, and in class instances, nothing is shown).
+ */
+function redact(value: unknown, depth = 0): unknown {
+  if (typeof value === 'string') return value.replace(/^([a-z][a-z0-9+.-]*:\/\/)[^/?#]*@/i, '$1***@');
+  if (typeof value !== 'object' || value === null) return value;
+  if (depth >= 4) return '…';
+  if (Array.isArray(value)) return value.map((item) => redact(item, depth + 1));
+  const prototype = Object.getPrototypeOf(value);
+  if (prototype !== Object.prototype && prototype !== null) return `a ${value.constructor?.name ?? 'object'}`;
+  return Object.fromEntries(
+    Object.entries(value).map(([k, v]) => [
+      k,
+      SECRET_OPTION.test(k) && v !== undefined ? '[hidden]' : redact(v, depth + 1),
+    ]),
+  );
+}
 
 const describeValue = (value: unknown): string => {
   if (value === undefined) return 'undefined';
@@ -272,16 +389,66 @@ function editDistance(a: string, b: string): number {
   return row[b.length] as number;
 }
 
-const KNOWN = Object.keys(optionsSchema.shape);
+const KNOWN: Record<string, readonly string[]> = {
+  '': Object.keys(optionsSchema.shape),
+  retention: Object.keys(optionsSchema.shape.retention.unwrap().shape),
+};
 
-function suggest(key: string): string {
-  const best = KNOWN.map((k) => [k, editDistance(key, k)] as const).sort((x, y) => x[1] - y[1])[0];
-  return best && best[1] <= 3 ? `; did you mean "${best[0]}"?` : '';
+function suggest(key: string, prefix: string): string {
+  const known = KNOWN[prefix] ?? [];
+  const best = known.map((k) => [k, editDistance(key, k)] as const).sort((x, y) => x[1] - y[1])[0];
+  return best && best[1] <= 3 ? `; did you mean "${prefix ? `${prefix}.` : ''}${best[0]}"?` : '';
+}
+
+const isRecord = (value: unknown): value is Record<string, unknown> =>
+  typeof value === 'object' && value !== null && !Array.isArray(value);
+
+/** The value at `path` in `input`, for messages. */
+function valueAt(input: unknown, path: readonly PropertyKey[]): unknown {
+  let value = input;
+  for (const key of path) {
+    if (!isRecord(value) || typeof key === 'symbol') return undefined;
+    value = value[key];
+  }
+  return value;
+}
+
+// retention.maxRecords and retention.maxBytes name the same settings as maxOfflineQueueSize and maxDatabaseSize:
+// one setting each, two spellings. Moved to the top-level names, so that whichever a later configure() uses wins.
+const ALIASES = [
+  ['maxRecords', 'maxOfflineQueueSize'],
+  ['maxBytes', 'maxDatabaseSize'],
+] as const;
+
+/**
+ * Moves `retention.maxRecords` and `retention.maxBytes` to `maxOfflineQueueSize` and `maxDatabaseSize`; throws
+ * {@link ConfigError} when one call gives both names of a setting with different values. @internal
+ */
+export function normalizeOptions<T>(input: T): T {
+  if (!isRecord(input) || !isRecord(input.retention)) return input;
+  const retention: Record<string, unknown> = { ...input.retention };
+  const out: Record<string, unknown> = { ...input, retention };
+  const issues: string[] = [];
+  for (const [alias, name] of ALIASES) {
+    if (!(alias in retention)) continue;
+    const value = retention[alias];
+    // A bad value stays where it was given, so that the error names the option the caller used.
+    if (!optionsSchema.shape[name].safeParse(value).success) continue;
+    delete retention[alias];
+    if (name in input && input[name] !== value) {
+      issues.push(
+        `The "retention.${alias}" option (${describeValue(value)}) and the "${name}" option (${describeValue(input[name])}) are the same setting: give one`,
+      );
+    }
+    out[name] = value;
+  }
+  if (issues.length > 0) throw new ConfigError(issues);
+  return out as T;
 }
 
 /** Validates options and applies defaults; throws {@link ConfigError} naming each bad option. @internal */
 export function resolveOptions(input: unknown): ResolvedOptions {
-  const parsed = optionsSchema.safeParse(input);
+  const parsed = optionsSchema.safeParse(normalizeOptions(input));
   if (parsed.success) {
     const options = parsed.data;
     const problems: string[] = [];
@@ -293,23 +460,28 @@ export function resolveOptions(input: unknown): ResolvedOptions {
     problems.push(...cloudTlsProblems('cloudUrl', options.cloudUrl, options));
     problems.push(...encryptionProblems(options));
     if (problems.length > 0) throw new ConfigError(problems);
-    return options;
+    const { maxDays, cleanupStrategy, cleanupInterval, downsampleWindow } = options.retention;
+    return { ...options, retention: { maxDays, cleanupStrategy, cleanupInterval, downsampleWindow } };
   }
-  const record = (typeof input === 'object' && input !== null ? input : {}) as Record<string, unknown>;
   const issues = parsed.error.issues.flatMap((issue) => {
+    const prefix = issue.path.map(String).join('.');
     if (issue.code === 'unrecognized_keys') {
-      return issue.keys.map((key) => `Misspelled option "${key}"${suggest(key)}`);
+      return issue.keys.map((key) => `Misspelled option "${prefix ? `${prefix}.` : ''}${key}"${suggest(key, prefix)}`);
     }
-    const name = issue.path.map(String).join('.') || '(options)';
     const top = issue.path[0];
-    const value = typeof top === 'string' ? record[top] : input;
-    const got = typeof top === 'string' && SECRET_OPTIONS.has(top) ? 'a value not shown' : describeValue(value);
-    return [`Expected the "${name}" option to be valid: ${issue.message} (got ${got})`];
+    const value = issue.path.length === 0 ? input : valueAt(input, issue.path);
+    const shown =
+      typeof top === 'string' && SECRET_OPTION.test(top)
+        ? 'a value not shown, as it is secret'
+        : describeValue(redact(value));
+    return [`Expected the "${prefix || '(options)'}" option to be valid: ${issue.message} (got ${shown})`];
   });
   throw new ConfigError(issues, { cause: parsed.error });
 }
 
-function encryptionProblems(options: ResolvedOptions): string[] {
+function encryptionProblems(
+  options: Pick<ResolvedOptions, 'localDb' | 'encryptionKey' | 'previousEncryptionKeys' | 'storage'>,
+): string[] {
   const { encryptionKey, previousEncryptionKeys = [] } = options;
   const problems = keyProblems(options.localDb, encryptionKey, previousEncryptionKeys);
   if (encryptionKey === undefined && previousEncryptionKeys.length > 0) {

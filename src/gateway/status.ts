@@ -1,5 +1,6 @@
 import type { Alert } from '../processing/processor.js';
 import type { QuarantineReport } from '../storage/quarantine.js';
+import type { CleanupStrategy, HistoryPruned, RetentionBudget } from '../storage/retention.js';
 import type { SyncRecord } from '../sync/conflict-resolver.js';
 import type { ConflictEvent } from '../sync/records-sync.js';
 import type { SyncErrorEvent, SyncResult } from '../sync/sync-result.js';
@@ -42,6 +43,31 @@ export interface GatewayStatus {
    * why, and when. Reported while that file stays where it was put; move or delete it to clear. Null otherwise.
    */
   quarantined: QuarantineReport | null;
+  /**
+   * Readings that will not reach the cloud as they were given, since start, by reason: every `dropped` event
+   * counted. Zero for reasons that did not happen.
+   */
+  dropped: DropCounts;
+  /** What retention did since start. */
+  retention: RetentionStatus;
+}
+
+/** Readings counted by the reason of their `dropped` events. */
+export type DropCounts = Record<DroppedEvent['reason'], number>;
+
+/** Retention since start, from {@link GatewayStatus.retention}. */
+export interface RetentionStatus {
+  cleanupStrategy: CleanupStrategy;
+  /** Rows of local history pruned (past `maxDays`, or to make room under `maxBytes`), by prune step. */
+  pruned: Record<string, number>;
+  /** Aggregate rows queued in place of downsampled readings. */
+  aggregates: number;
+  /** Bytes of free pages given back to the file system. */
+  reclaimedBytes: number;
+  /** Cleanup passes run. */
+  cleanups: number;
+  /** When the last cleanup pass ended; null before one. */
+  lastCleanupAt: Date | null;
 }
 
 /** Health, from {@link EdgeGateway.healthCheck}. */
@@ -62,12 +88,30 @@ export interface HealthStatus {
   reasons: string[];
 }
 
-/** What a `dropped` event reports: readings that will not reach the cloud, and why. */
+/**
+ * What a `dropped` event reports: readings that will not reach the cloud as they were given, and why.
+ * - `queue-full`: refused at intake (`QueueFullError`); never stored;
+ * - `rejected-by-cloud`, `processor-failed`: kept in the dead letters;
+ * - `drop-oldest`: queued readings deleted to make room under `maxRecords` or `maxBytes`;
+ * - `retention`: queued readings older than `maxDays` deleted (`drop-oldest` strategy);
+ * - `downsampled`: queued raw readings replaced by `aggregates` aggregate rows (`downsample-oldest` strategy).
+ */
 export interface DroppedEvent {
-  reason: 'queue-full' | 'rejected-by-cloud' | 'processor-failed';
+  reason: 'queue-full' | 'rejected-by-cloud' | 'processor-failed' | 'drop-oldest' | 'retention' | 'downsampled';
+  /** Readings concerned (for `downsampled`, the raw readings replaced). */
   count: number;
   message: string;
+  /** The budget that made retention remove them (`drop-oldest`, `retention`, `downsampled` only). */
+  budget?: RetentionBudget;
+  /** Aggregate rows queued in their place (`downsampled` only). */
+  aggregates?: number;
+  /** Smallest and largest seq removed (`drop-oldest`, `retention`, `downsampled` only). */
+  firstSeq?: number;
+  lastSeq?: number;
 }
+
+/** What a `pruned` event reports: rows of local history (never the queue) that retention deleted. */
+export type PrunedEvent = HistoryPruned;
 
 /** The events of {@link EdgeGateway}. */
 export interface GatewayEvents {
@@ -79,8 +123,13 @@ export interface GatewayEvents {
   sync: (result: SyncResult) => void;
   /** An attempt to sync failed; the gateway will retry unless told otherwise. */
   'sync-error': (event: SyncErrorEvent) => void;
-  /** Readings will not reach the cloud: refused on intake, refused by the cloud, or failed in a processor. */
+  /**
+   * Readings will not reach the cloud as they were given: refused on intake, refused by the cloud, failed in a
+   * processor, or removed from the queue by the retention strategy.
+   */
   dropped: (event: DroppedEvent) => void;
+  /** Retention deleted local history (dead letters, ...), past `maxDays` or to make room under `maxBytes`. */
+  pruned: (event: PrunedEvent) => void;
   /** A conflict on a shared record was resolved: both sides, the strategy, and what won. */
   conflict: (event: ConflictEvent) => void;
   /** A change from the cloud replaced a shared record's local state (a pull, or a conflict the cloud won). */

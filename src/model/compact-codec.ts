@@ -448,11 +448,16 @@ const parseJson = (text: string, what: string): unknown => {
   }
 };
 
+/** Most rows a compact body may hold, as a JSON batch may hold at most 100 000 points. */
+export const COMPACT_MAX_ROWS = 100_000;
+
 /**
- * Decodes a raw (inflated) compact body. Throws {@link CompactCodecError} on anything malformed; never loops or
- * allocates past what the body's own size allows.
+ * Decodes a raw (inflated) compact body. Throws {@link CompactCodecError} on anything malformed, or on more rows
+ * than `maxRows` (a body of zeros inflates cheaply to millions of empty rows); never loops or allocates past what
+ * the body's own size and `maxRows` allow.
  */
-export function decodeCompactRaw(data: Uint8Array): CompactBatch {
+export function decodeCompactRaw(data: Uint8Array, limits: { maxRows?: number } = {}): CompactBatch {
+  const maxRows = limits.maxRows ?? COMPACT_MAX_ROWS;
   const input = new ByteReader(data);
   for (const b of MAGIC) {
     if (input.byte() !== b) throw new CompactCodecError('not a compact batch (bad magic or version)');
@@ -462,6 +467,7 @@ export function decodeCompactRaw(data: Uint8Array): CompactBatch {
   const batchNo = input.uvarint();
   const count = input.uvarint();
   if (count > data.length) throw new CompactCodecError('the row count is larger than the body');
+  if (count > maxRows) throw new CompactCodecError(`${count} rows; at most ${maxRows} are accepted`);
   const seriesCount = input.uvarint();
   if (seriesCount > count) throw new CompactCodecError('more series than rows');
   const series: {

@@ -17,11 +17,14 @@ const tagsSchema = z
     message: `at most ${DATA_POINT_LIMITS.tagCount} tags`,
   });
 
-/** One reading (or processed record) on the wire. `ts` is epoch milliseconds. */
+/** The latest time a JavaScript Date can hold, in epoch ms: a later `ts` could be stored but never read back. */
+const MAX_TIMESTAMP_MS = 8.64e15;
+
+/** One reading (or processed record) on the wire. `ts` is epoch milliseconds, within the range of a Date. */
 export const wirePointSchema = z.strictObject({
   seq: z.number().int().positive(),
   sensorId: z.string().min(1).max(DATA_POINT_LIMITS.sensorIdLength),
-  ts: z.number().int().nonnegative(),
+  ts: z.number().int().nonnegative().max(MAX_TIMESTAMP_MS),
   value: z.number().optional(),
   unit: z.string().max(DATA_POINT_LIMITS.unitLength).optional(),
   tags: tagsSchema.optional(),

@@ -87,7 +87,7 @@ export class GatewayMetrics {
     });
     this.#dropped = new Counter({
       name: 'edge_gateway_dropped_readings_total',
-      help: 'Readings that will not reach the cloud, by reason (queue-full, rejected-by-cloud, processor-failed, ...)',
+      help: 'Readings that will not reach the cloud, by reason (queue-full, rejected-by-cloud, processor-failed, drop-oldest, retention, downsampled)',
       labelNames: ['reason'],
       registers,
     });

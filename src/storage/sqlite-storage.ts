@@ -3,6 +3,7 @@ import { existsSync, mkdirSync, statfsSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
 import BetterSqlite3, { type Database, type Statement } from 'better-sqlite3-multiple-ciphers';
 import { ConfigError, EncryptionKeyError, StorageError } from '../errors.js';
+import { DatabaseLock } from './database-lock.js';
 import {
   type EncryptionKey,
   isPlaintextDatabase,
@@ -23,7 +24,9 @@ import {
   quarantineFiles,
 } from './quarantine.js';
 import type { RecordStorage } from './record-storage.js';
+import { type RetentionStorage, tablePruneStep } from './retention.js';
 import { SqliteRecordStorage } from './sqlite-records.js';
+import { SqliteRetention } from './sqlite-retention.js';
 import type {
   AggregateInsert,
   DeadLetter,
@@ -53,7 +56,11 @@ export interface SqliteStorageOptions {
    * @default 'full'
    */
   synchronous?: 'full' | 'normal';
-  /** How long a write waits for a lock held by another connection, in ms. @default 5000 */
+  /**
+   * How long a statement waits for a lock held by another connection (a reader checkpointing, a backup, the
+   * `sqlite3` shell), in ms. Another gateway never holds it: `open()` refuses a database another gateway has open
+   * (see {@link SqliteStorage.open}). @default 5000
+   */
   busyTimeoutMs?: number;
   /**
    * The most bytes the database file may take, at least 1 MiB (enforced with `PRAGMA max_page_count`). Once new
@@ -91,6 +98,10 @@ export type Reencryption = 'from-plaintext' | 'from-previous-key';
 
 /** Smallest `maxSizeBytes`: below it the schema and the sync loop's reserve leave no room for readings. */
 export const MIN_MAX_SIZE_BYTES = 1024 * 1024;
+/** SQLite's largest page count: the cap of a database without a size budget. */
+const NO_PAGE_LIMIT = 4294967294;
+/** Attempts of one append to free room under the size budget (drop-oldest, downsample-oldest) before it fails. */
+const MAX_FREE_ATTEMPTS = 16;
 
 const KIND_CODES: Record<OutboxKind, number> = { reading: 0, processed: 1, alert: 2, aggregate: 3 };
 const KINDS: readonly OutboxKind[] = ['reading', 'processed', 'alert', 'aggregate'];
@@ -231,14 +242,22 @@ export class SqliteStorage implements Storage {
   #budget: Budget | undefined;
   #quarantined: QuarantineReport | undefined;
   #records: SqliteRecordStorage | undefined;
+  #retention: SqliteRetention | undefined;
+  #lock: DatabaseLock | undefined;
+  #maxSizeBytes: number | undefined;
+  #busyTimeoutMs: number;
 
   constructor(options: SqliteStorageOptions) {
-    const { maxSizeBytes, quickCheckMaxBytes, encryptionKey, previousEncryptionKeys = [], ...rest } = options;
-    if (maxSizeBytes !== undefined && !(Number.isSafeInteger(maxSizeBytes) && maxSizeBytes >= MIN_MAX_SIZE_BYTES)) {
-      throw new ConfigError([
-        `Expected the "maxSizeBytes" option to be an integer of at least ${MIN_MAX_SIZE_BYTES} (1 MiB), got ${String(maxSizeBytes)}`,
-      ]);
-    }
+    const {
+      maxSizeBytes,
+      quickCheckMaxBytes,
+      busyTimeoutMs,
+      encryptionKey,
+      previousEncryptionKeys = [],
+      ...rest
+    } = options;
+    checkMaxSize(maxSizeBytes);
+    checkBusyTimeout(busyTimeoutMs);
     if (quickCheckMaxBytes !== undefined && !(quickCheckMaxBytes >= 0)) {
       throw new ConfigError([
         `Expected the "quickCheckMaxBytes" option to be a number of bytes, 0 or more, got ${String(quickCheckMaxBytes)}`,
@@ -246,14 +265,16 @@ export class SqliteStorage implements Storage {
     }
     this.#options = {
       synchronous: 'full',
-      busyTimeoutMs: 5000,
       ...rest,
+      busyTimeoutMs: busyTimeoutMs ?? 5000,
       quickCheckMaxBytes: quickCheckMaxBytes ?? DEFAULT_QUICK_CHECK_MAX_BYTES,
       maxSizeBytes,
     };
     this.#key = undefined;
     this.#previousKeys = [];
     this.useEncryptionKeys(encryptionKey, previousEncryptionKeys);
+    this.#maxSizeBytes = maxSizeBytes;
+    this.#busyTimeoutMs = this.#options.busyTimeoutMs;
   }
 
   /** Whether the database is encrypted (an `encryptionKey` was given, or set by {@link SqliteStorage.rekey}). */
@@ -291,6 +312,12 @@ export class SqliteStorage implements Storage {
    * With an `encryptionKey`, a file the key does not decrypt is refused with `EncryptionKeyError` and left as it
    * is, never set aside; so is an encrypted file opened without a key. A plaintext database is first opened as
    * any (checked, migrated, set aside when damaged), then encrypted in place.
+   *
+   * One storage at a time may have a database open: `open()` takes a lock, `<path>.lock`, held until `close()` (or
+   * the end of the process, however it ends), and throws `StorageError` with `inUseBy` (the other process's pid,
+   * host and start time) and `sqliteCode` `SQLITE_BUSY` when another storage holds it, in this process or another.
+   *
+   * A new file is made with `auto_vacuum=INCREMENTAL`, so that cleanup can give free pages back to the file system.
    */
   open(): void {
     if (this.#db) return;
@@ -298,11 +325,15 @@ export class SqliteStorage implements Storage {
     try {
       if (path !== ':memory:') {
         mkdirSync(dirname(path), { recursive: true });
+        // Held across a re-encryption (rekey() closes and reopens the database): taken once, let go by close().
+        this.#lock ??= DatabaseLock.acquire(path);
         removeRekeyLeftovers(path);
       }
       this.#reencrypted = this.#key === undefined ? undefined : this.#bringUnderKey(this.#key);
       this.#openWith(this.#key);
     } catch (error) {
+      this.#lock?.release();
+      this.#lock = undefined;
       if (error instanceof StorageError || error instanceof EncryptionKeyError) throw error;
       throw new StorageError(`Cannot open the local database at ${path}: ${(error as Error).message}`, {
         cause: error,
@@ -329,10 +360,11 @@ export class SqliteStorage implements Storage {
   // opened first as any other (checked, migrated, set aside when damaged), or one still under a previous key after a
   // rotation that did not finish. A file no key opens is left to #connect, which says so.
   #bringUnderKey(key: EncryptionKey): Reencryption | undefined {
-    const { path, busyTimeoutMs } = this.#options;
+    const { path } = this.#options;
+    const busyTimeoutMs = this.#busyTimeoutMs;
     if (isPlaintextDatabase(path)) {
       this.#openWith(undefined);
-      this.close();
+      this.#closeDatabase();
       reencryptFile(path, undefined, key, busyTimeoutMs);
       return 'from-plaintext';
     }
@@ -369,12 +401,13 @@ export class SqliteStorage implements Storage {
    * then the database is open again, unchanged, under its old key.
    */
   rekey(key: EncryptionKey): void {
-    const { path, busyTimeoutMs } = this.#options;
+    const { path } = this.#options;
+    const busyTimeoutMs = this.#busyTimeoutMs;
     const problems = keyProblems(path, key, [], 'key');
     if (problems.length > 0) throw new ConfigError(problems);
     this.#database; // open, or throw
     const from = this.#key;
-    this.close();
+    this.#closeDatabase(); // the lock stays held: no other gateway opens the file between the two keys
     try {
       reencryptFile(path, from, key, busyTimeoutMs);
     } catch (error) {
@@ -419,13 +452,16 @@ export class SqliteStorage implements Storage {
     quarantine: QuarantineReport | undefined,
     key: EncryptionKey | undefined,
   ): { db: Database; reason: string } | undefined {
-    const { path, synchronous, busyTimeoutMs } = this.#options;
+    const { path, synchronous } = this.#options;
     const onDisk = path !== ':memory:';
     const existingBytes = onDisk ? fileSize(path) : 0;
     const walLeft = onDisk && fileSize(`${path}-wal`) > 0;
-    const db = new BetterSqlite3(path, { timeout: busyTimeoutMs });
+    const db = new BetterSqlite3(path, { timeout: this.#busyTimeoutMs });
     try {
+      // The key first: every other pragma reads the file.
       if (key !== undefined) keyConnection(db, key);
+      // Only before the first table exists, and before journal_mode (which writes the header): see #makeBudget.
+      if (existingBytes === 0) db.pragma('auto_vacuum = INCREMENTAL');
       try {
         db.pragma('journal_mode = WAL'); // the first read of the header: "file is not a database" surfaces here
       } catch (error) {
@@ -458,11 +494,13 @@ export class SqliteStorage implements Storage {
       this.#pending = (db.prepare('SELECT count(*) AS n FROM outbox').get() as { n: number }).n;
       this.#quarantined = report;
       this.#records = new SqliteRecordStorage(db, (what, work, room) => this.#write(what, work, room));
+      this.#retention = this.#makeRetention(db);
       return undefined;
     } catch (error) {
       this.#db = undefined;
       this.#statements = undefined;
       this.#budget = undefined;
+      this.#retention = undefined;
       const reason = onDisk ? corruptionReason(error) : undefined;
       if (reason !== undefined) return { db, reason };
       db.close();
@@ -501,14 +539,16 @@ export class SqliteStorage implements Storage {
     return undefined;
   }
 
-  // The budget counts pages, free ones included, since the file keeps its size. auto_vacuum stays off: rows an
-  // acknowledgement deletes leave their pages on the freelist, and later appends reuse them before asking for new
-  // ones, so room comes back within the budget at no cost. auto_vacuum=FULL would shrink the file at every commit,
-  // moving pages (more writes on each acknowledgement, and a move needs room of its own), for a file that grows back.
+  // The budget counts pages, free ones included, since the file keeps its size. Rows an acknowledgement deletes
+  // leave their pages on the freelist, and later appends reuse them before asking for new ones, so room comes back
+  // within the budget at no cost. auto_vacuum=FULL would shrink the file at every commit, moving pages (more writes
+  // on each acknowledgement, and a move needs room of its own), for a file that grows back; new files are made with
+  // auto_vacuum=INCREMENTAL instead, which vacuums nothing by itself: retention gives free pages back, a bounded
+  // step at a time, only once the queue has drained (see SqliteRetention.compact).
   // A delete rarely needs a new page (a b-tree rebalance can), and sealing a batch needs room for its body: hence a
   // reserve only the sync loop's writes may use, and sealNext() sealing fewer rows when even that is short.
   #makeBudget(db: Database): Budget | undefined {
-    const { maxSizeBytes } = this.#options;
+    const maxSizeBytes = this.#maxSizeBytes;
     if (maxSizeBytes === undefined) return undefined;
     const pageSize = db.pragma('page_size', { simple: true }) as number;
     const maxPages = Math.floor(maxSizeBytes / pageSize);
@@ -526,12 +566,81 @@ export class SqliteStorage implements Storage {
   }
 
   close(): void {
+    try {
+      this.#closeDatabase();
+    } finally {
+      this.#lock?.release();
+      this.#lock = undefined;
+    }
+  }
+
+  // Closes the connection and keeps the lock: a re-encryption reopens the file, and no other process may take it
+  // meanwhile.
+  #closeDatabase(): void {
     if (!this.#db) return;
-    this.#db.close();
-    this.#db = undefined;
-    this.#statements = undefined;
-    this.#budget = undefined;
-    this.#records = undefined;
+    try {
+      this.#db.close();
+    } finally {
+      this.#db = undefined;
+      this.#statements = undefined;
+      this.#budget = undefined;
+      this.#records = undefined;
+      this.#retention = undefined;
+    }
+  }
+
+  /**
+   * Retention: prune steps for local history, the intake policy (`drop-oldest`, `downsample-oldest`), and the
+   * bounded cleanup steps the gateway runs. Valid after `open()`.
+   */
+  get retention(): RetentionStorage {
+    if (!this.#retention) throw new StorageError('The local database is not open');
+    return this.#retention;
+  }
+
+  // Dead letters (readings and record edits the cloud refused) are the history every database has; other features
+  // register theirs (alerts, aggregates, raw history for local queries).
+  #makeRetention(db: Database): SqliteRetention {
+    const retention = new SqliteRetention(db, {
+      write: (what, work, room) => this.#write(what, work, room),
+      pendingCount: () => this.#pending,
+      removed: (rows) => {
+        this.#pending -= rows;
+      },
+      capacity: () => this.capacity(),
+      busyTimeoutMs: () => this.#busyTimeoutMs,
+      afterVacuum: () => {
+        if (this.#budget) this.#budget.room = undefined;
+      },
+    });
+    retention.register(tablePruneStep('dead_letters', 'created_at'));
+    retention.register(tablePruneStep('record_dead_letters', 'created_at'));
+    // Local history of the processors (all epoch ms): alerts by when they were stored, aggregates by their window.
+    retention.register(tablePruneStep('alerts', 'created_at'));
+    retention.register(tablePruneStep('aggregates', 'window_start'));
+    retention.register(tablePruneStep('history', 'ts'));
+    return retention;
+  }
+
+  /** Changes how long a statement waits for a lock held by another connection, in ms. */
+  setBusyTimeout(ms: number): void {
+    checkBusyTimeout(ms);
+    this.#busyTimeoutMs = ms;
+    this.#db?.pragma(`busy_timeout = ${ms}`);
+  }
+
+  /**
+   * Changes the size budget (`maxSizeBytes`), or removes it (undefined). A budget below the file's current size
+   * takes effect as pages are freed and given back (cleanup does both under `drop-oldest` and
+   * `downsample-oldest`); until then the file keeps its size and new readings reuse only its free pages.
+   */
+  setMaxSizeBytes(maxSizeBytes: number | undefined): void {
+    checkMaxSize(maxSizeBytes);
+    this.#maxSizeBytes = maxSizeBytes;
+    const db = this.#db;
+    if (!db) return;
+    this.#budget = this.#makeBudget(db);
+    if (!this.#budget) db.pragma(`max_page_count = ${NO_PAGE_LIMIT}`);
   }
 
   /** Shared records and their outbox, in the same database. Valid after `open()`. */
@@ -637,27 +746,28 @@ export class SqliteStorage implements Storage {
     );
   }
 
+  /**
+   * Appends in one transaction. Under a `drop-oldest` or `downsample-oldest` retention policy it first makes room,
+   * in the same transaction, for rows that would pass `maxRows` (or throws `QueueFullError` when rows sealed into
+   * batches leave too little), and when the size budget refuses the write it frees room in a transaction of its own
+   * and tries again.
+   */
   append(rows: readonly OutboxInsert[], deadLetters: readonly DeadLetterInsert[] = []): number {
     const first = this.#nextSeq;
     const { insert } = this.#s;
-    this.#write(
-      'append',
-      () => {
-        let seq = first;
-        for (const row of rows) {
-          insert.run(seq++, KIND_CODES[row.kind], row.sensorId, row.ts, row.value, row.unit, row.tags, row.payload);
-        }
-        const now = Date.now();
-        for (const dead of deadLetters) this.#insertDead(dead, now);
-      },
-      'intake',
-    );
-    // Only after the commit: a failed transaction assigns nothing.
-    this.#nextSeq += rows.length;
-    this.#pending += rows.length;
+    this.#admit(rows.length, () => {
+      let seq = first;
+      for (const row of rows) {
+        insert.run(seq++, KIND_CODES[row.kind], row.sensorId, row.ts, row.value, row.unit, row.tags, row.payload);
+      }
+      const now = Date.now();
+      for (const dead of deadLetters) this.#insertDead(dead, now);
+      return rows.length;
+    });
     return first;
   }
 
+  /** Like {@link SqliteStorage.append}, retention policy included: room is made for the rows and the alerts. */
   intake(work: IntakeWork): IntakeResult {
     const first = this.#nextSeq;
     let seq = first;
@@ -665,25 +775,61 @@ export class SqliteStorage implements Storage {
     const queue = (row: OutboxInsert) => {
       insert.run(seq++, KIND_CODES[row.kind], row.sensorId, row.ts, row.value, row.unit, row.tags, row.payload);
     };
-    const raised = this.#write(
-      'append',
-      () => {
-        seq = first;
-        for (const row of work.rows) queue(row);
-        const now = Date.now();
-        for (const dead of work.deadLetters) this.#insertDead(dead, now);
-        const stored = tables.storeAlerts(work.alerts, work.dedupWindowMs, work.maxAlerts, queue);
-        tables.storeAggregates(work.aggregates, work.maxAggregates);
-        tables.storeHistory(work.rows, work.maxHistory);
-        tables.writeState(work.state);
-        return stored;
-      },
-      'intake',
-    );
-    // Only after the commit: a failed transaction assigns nothing.
-    this.#pending += seq - first;
-    this.#nextSeq = seq;
+    // An alert may be counted into a stored one rather than queued: room is planned for every alert, so that at
+    // worst a few more old rows go than were needed.
+    let raised: StoredAlert[] = [];
+    this.#admit(work.rows.length + work.alerts.length, () => {
+      seq = first;
+      for (const row of work.rows) queue(row);
+      const now = Date.now();
+      for (const dead of work.deadLetters) this.#insertDead(dead, now);
+      raised = tables.storeAlerts(work.alerts, work.dedupWindowMs, work.maxAlerts, queue);
+      tables.storeAggregates(work.aggregates, work.maxAggregates);
+      tables.storeHistory(work.rows, work.maxHistory);
+      tables.writeState(work.state);
+      return seq - first;
+    });
     return { firstSeq: first, raised };
+  }
+
+  // The intake transaction of append() and intake(): `work` queues rows from `#nextSeq` on (and whatever else it
+  // stores) and returns how many it queued, at most `incoming`. Under a `drop-oldest` or `downsample-oldest` policy
+  // room is made first, in the same transaction, for rows that would pass `maxRows` (or `QueueFullError` is thrown
+  // when rows sealed into batches leave too little); when the size budget refuses the write, room is freed in a
+  // transaction of its own and `work` runs again. Counts move only after the commit: a failed one assigns nothing.
+  #admit(incoming: number, work: () => number): void {
+    const retention = this.#retention;
+    for (let attempt = 0; ; attempt++) {
+      const room = retention?.planRoom(incoming) ?? 0;
+      let queued: number;
+      try {
+        queued = this.#write(
+          'append',
+          () => {
+            retention?.makeRoom(room);
+            return work();
+          },
+          'intake',
+        );
+      } catch (error) {
+        retention?.discardStaged();
+        if (!retention || attempt >= MAX_FREE_ATTEMPTS || (error as StorageError).sqliteCode !== 'SQLITE_FULL') {
+          throw error;
+        }
+        let freed = false;
+        try {
+          freed = retention.freeForIntake(attempt, incoming);
+        } catch {
+          // Freeing needs room too (a full disk): the refusal of the write is what to report.
+        }
+        if (!freed) throw error;
+        continue;
+      }
+      this.#nextSeq += queued;
+      this.#pending += queued;
+      retention?.commitStaged();
+      return;
+    }
   }
 
   alerts(query: StoredAlertQuery): StoredAlert[] {
@@ -838,5 +984,19 @@ export class SqliteStorage implements Storage {
 
   setMeta(key: string, value: string): void {
     this.#write('set meta', () => this.#s.setMeta.run(key, value));
+  }
+}
+
+function checkMaxSize(maxSizeBytes: number | undefined): void {
+  if (maxSizeBytes !== undefined && !(Number.isSafeInteger(maxSizeBytes) && maxSizeBytes >= MIN_MAX_SIZE_BYTES)) {
+    throw new ConfigError([
+      `Expected the "maxSizeBytes" option to be an integer of at least ${MIN_MAX_SIZE_BYTES} (1 MiB), got ${String(maxSizeBytes)}`,
+    ]);
+  }
+}
+
+function checkBusyTimeout(ms: number | undefined): void {
+  if (ms !== undefined && !(Number.isSafeInteger(ms) && ms >= 0)) {
+    throw new ConfigError([`Expected the "busyTimeoutMs" option to be an integer of ms, 0 or more, got ${String(ms)}`]);
   }
 }

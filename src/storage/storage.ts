@@ -5,6 +5,7 @@
 
 import type { QuarantineReport } from './quarantine.js';
 import type { RecordStorage } from './record-storage.js';
+import type { RetentionStorage } from './retention.js';
 
 export type { QuarantineReport } from './quarantine.js';
 
@@ -233,9 +234,18 @@ export interface Storage {
   /** Shared records and their outbox; absent for stores without them (records are then unavailable). */
   readonly records?: RecordStorage;
   /**
+   * Retention: prune steps for local history, the intake policy and bounded cleanup steps. Absent for stores
+   * without it: then only the `reject-new` strategy is available and `maxDays` prunes nothing.
+   */
+  readonly retention?: RetentionStorage;
+  /** Changes how long a statement waits for another connection's lock, ms (the gateway's `dbTimeout`). */
+  setBusyTimeout?(ms: number): void;
+  /** Changes the size budget in bytes, or removes it (the gateway's `maxDatabaseSize`, `retention.maxBytes`). */
+  setMaxSizeBytes?(maxSizeBytes: number | undefined): void;
+  /**
    * Stores rows, dead letters, alerts, aggregates and processor state in one transaction (what `append` does,
    * and more), so that an alert or a processor's state is durable exactly when the reading that caused it is.
-   * Optional: without it, the gateway refuses processors.
+   * Optional: without it, the gateway refuses processors. Applies the retention policy as `append` does.
    */
   intake?(work: IntakeWork): IntakeResult;
   /** Stored alerts, newest first. */

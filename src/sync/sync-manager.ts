@@ -463,8 +463,9 @@ export class SyncManager {
             break;
           case 'retryable': {
             // With readings queued, their sends meet the same failure (or not) and report it, back off, or carry
-            // on; the records go again next cycle. With none, the failure ends the cycle here.
-            if (this.#storage.pendingCount() > 0) {
+            // on; the records go again next cycle. With none, the failure ends the cycle here. So does a 429: the
+            // cloud's budget is per key, and sending readings before its Retry-After would only be refused again.
+            if (this.#storage.pendingCount() > 0 && failure.code !== 'throttled') {
               this.#logger.debug({ message: failure.message }, 'records sync failed; sending readings');
               break;
             }

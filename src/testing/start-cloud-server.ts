@@ -1,12 +1,12 @@
 import { CloudServer, type CloudServerOptions } from '../cloud/cloud-server.js';
 import type { StoredPoint } from '../cloud/cloud-store.js';
 
-/** A reference cloud server on 127.0.0.1 with an in-memory store, and the key to reach it. */
+/** A reference cloud server on 127.0.0.1 (with an in-memory store unless told otherwise), and the key to reach it. */
 export interface ThrowawayCloud {
   server: CloudServer;
   /** Base URL to pass as `cloudUrl`. */
   url: string;
-  /** The API key it accepts. */
+  /** The API key it accepts: the first of `apiKeys` (when given as a key, not a hash), else `test-key`. */
   apiKey: string;
   /** Every reading stored for `deviceId` (all devices when omitted), following cursors to the end. */
   points(deviceId?: string): Promise<StoredPoint[]>;
@@ -25,11 +25,11 @@ export interface ThrowawayCloud {
  * ```
  */
 export async function startCloudServer(options: Partial<CloudServerOptions> = {}): Promise<ThrowawayCloud> {
-  const apiKey = options.apiKeys?.[0] ?? 'test-key';
+  const first = options.apiKeys?.[0];
+  const apiKey = (typeof first === 'string' ? first : first?.key) ?? 'test-key';
   const server = await CloudServer.listen({
     port: 0,
     host: '127.0.0.1',
-    dbPath: ':memory:',
     ...options,
     apiKeys: options.apiKeys ?? [apiKey],
   });

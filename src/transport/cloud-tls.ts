@@ -125,8 +125,15 @@ function clientCertificateProblems(cert: Pem | undefined, key: Pem | undefined):
  * @param url the URL; when undefined, only the TLS options themselves are checked.
  * @internal
  */
-export function cloudTlsProblems(urlOption: string, url: string | undefined, options: CloudTlsOptions): string[] {
-  const problems = url === undefined ? [] : urlProblems(urlOption, url, options);
+export function cloudTlsProblems(
+  urlOption: string,
+  url: string | readonly string[] | undefined,
+  options: CloudTlsOptions,
+): string[] {
+  const urls = url === undefined ? [] : typeof url === 'string' ? [url] : url;
+  const problems = urls.flatMap((one, i) =>
+    urlProblems(typeof url === 'string' ? urlOption : `${urlOption}[${i}]`, one, options),
+  );
   if (options.pinnedCertificates?.length === 0) {
     problems.push('Expected the "pinnedCertificates" option to hold at least one pin; leave it out to pin nothing');
   }

@@ -23,7 +23,7 @@ export interface HttpTransportOptions extends CloudTlsOptions {
    * Base URL of the cloud API, e.g. `https://cloud.example.com/api/v1`. `http://` only to a loopback host, or with
    * `allowInsecure`.
    */
-  baseUrl: string;
+  baseUrl: string | readonly string[];
   /** Sent as `Authorization: Bearer <apiKey>`. */
   apiKey?: string | undefined;
   /** Time allowed for one request, from connecting to the last byte of the answer, in ms. @default 30000 */
@@ -123,7 +123,9 @@ function exchangeError(error: NodeJS.ErrnoException): ExchangeError {
  * exchange, from connecting to the last byte of the answer, ends by the timeout whatever the peer does.
  */
 export class HttpTransport implements Transport {
-  readonly #base: URL;
+  readonly #bases: readonly URL[];
+  /** Index in `#bases` of the node requests go to. */
+  #node = 0;
   readonly #headers: Record<string, string>;
   readonly #timeoutMs: number;
   readonly #agent: HttpAgent;
@@ -132,10 +134,16 @@ export class HttpTransport implements Transport {
   constructor(options: HttpTransportOptions) {
     const problems = cloudTlsProblems('baseUrl', options.baseUrl, options);
     if (problems.length > 0) throw new ConfigError(problems);
-    this.#base = new URL(options.baseUrl.endsWith('/') ? options.baseUrl : `${options.baseUrl}/`);
+    const urls = typeof options.baseUrl === 'string' ? [options.baseUrl] : options.baseUrl;
+    this.#bases = urls.map((url) => new URL(url.endsWith('/') ? url : `${url}/`));
+    if (new Set(this.#bases.map((url) => url.protocol)).size !== 1) {
+      throw new ConfigError([
+        `Expected the "baseUrl" option to be one or more URLs of one scheme (got ${JSON.stringify(urls)})`,
+      ]);
+    }
     this.#headers = options.apiKey ? { authorization: `Bearer ${options.apiKey}` } : {};
     this.#timeoutMs = options.timeoutMs ?? 30_000;
-    const https = this.#base.protocol === 'https:';
+    const https = this.#bases[0]?.protocol === 'https:';
     // One batch is in flight at a time: one socket, kept alive between batches.
     // An idle socket is dropped after 4 s, before a server's usual 5 s keep-alive closes it under a request.
     const agentOptions = { keepAlive: true, maxSockets: 2, maxFreeSockets: 1, timeout: 4000 };
@@ -143,6 +151,24 @@ export class HttpTransport implements Transport {
       ? new HttpsAgent({ ...agentOptions, ...tlsAgentOptions(options) })
       : new HttpAgent(agentOptions);
     this.#request = https ? (httpsRequest as typeof httpRequest) : httpRequest;
+  }
+
+  /** The base URL requests go to now: with several nodes, the one that has not failed since it was chosen. */
+  get baseUrl(): string {
+    return String(this.#bases[this.#node]);
+  }
+
+  /**
+   * After a failure that another node may not have (network, timeout, TLS, 5xx; not 429) of a request sent to `node`,
+   * the next attempt goes to the next node; once, when requests in flight together fail together.
+   */
+  #failedOver<T extends { status: string; code?: RetryableCode }>(result: T, node: number): T {
+    if (result.status === 'retryable' && result.code !== 'throttled') this.#nextNode(node);
+    return result;
+  }
+
+  #nextNode(node: number): void {
+    if (this.#node === node) this.#node = (node + 1) % this.#bases.length;
   }
 
   /** One exchange, ended by the timeout or by `signal` at the latest, whatever the peer does. */
@@ -158,7 +184,7 @@ export class HttpTransport implements Transport {
         reject(signal.reason);
         return;
       }
-      const url = new URL(path, this.#base);
+      const url = new URL(path, this.#bases[this.#node]);
       const request = this.#request(url, {
         method,
         agent: this.#agent,
@@ -213,32 +239,35 @@ export class HttpTransport implements Transport {
       'idempotency-key': batch.idempotencyKey,
     };
     if (batch.contentEncoding) headers['content-encoding'] = batch.contentEncoding;
+    const node = this.#node;
     try {
-      return interpret(await this.#exchange('POST', 'telemetry/batches', headers, batch.body, signal));
+      return this.#failedOver(
+        interpret(await this.#exchange('POST', 'telemetry/batches', headers, batch.body, signal)),
+        node,
+      );
     } catch (error) {
       if (signal?.aborted) throw error;
-      return retryable(error);
+      return this.#failedOver(retryable(error), node);
     }
   }
 
-  pushRecords(request: PushRequest, signal?: AbortSignal): Promise<ExchangeResult<PushResponse>> {
+  async pushRecords(request: PushRequest, signal?: AbortSignal): Promise<ExchangeResult<PushResponse>> {
     const json = new TextEncoder().encode(JSON.stringify(request));
     const gzip = json.byteLength > GZIP_ABOVE_BYTES;
     const headers: Record<string, string> = { 'content-type': 'application/json' };
     if (gzip) headers['content-encoding'] = 'gzip';
-    return this.#jsonExchange(
-      'POST',
-      'records/push',
-      headers,
-      gzip ? gzipSync(json) : json,
-      pushResponseSchema,
-      signal,
+    const body = gzip ? gzipSync(json) : json;
+    const node = this.#node;
+    return this.#failedOver(
+      await this.#jsonExchange('POST', 'records/push', headers, body, pushResponseSchema, signal),
+      node,
     );
   }
 
-  pullRecords(cursor: number, limit: number, signal?: AbortSignal): Promise<ExchangeResult<PullResponse>> {
+  async pullRecords(cursor: number, limit: number, signal?: AbortSignal): Promise<ExchangeResult<PullResponse>> {
     const path = `records/pull?cursor=${encodeURIComponent(cursor)}&limit=${encodeURIComponent(limit)}`;
-    return this.#jsonExchange('GET', path, {}, undefined, pullResponseSchema, signal);
+    const node = this.#node;
+    return this.#failedOver(await this.#jsonExchange('GET', path, {}, undefined, pullResponseSchema, signal), node);
   }
 
   async #jsonExchange<T>(
@@ -286,9 +315,13 @@ export class HttpTransport implements Transport {
   }
 
   async ping(signal?: AbortSignal): Promise<PingResult> {
+    const node = this.#node;
     try {
       const answer = await this.#exchange('GET', 'health', {}, undefined, signal);
-      if (answer.status >= 500) return { reachable: false, message: `HTTP ${answer.status}` };
+      if (answer.status >= 500) {
+        this.#nextNode(node);
+        return { reachable: false, message: `HTTP ${answer.status}` };
+      }
       // A body that is not JSON is still an answer.
       const body = (parseJson(answer.text) ?? {}) as { serverTime?: unknown };
       return typeof body.serverTime === 'string'
@@ -296,6 +329,7 @@ export class HttpTransport implements Transport {
         : { reachable: true };
     } catch (error) {
       if (signal?.aborted) throw error;
+      this.#nextNode(node);
       return error instanceof ExchangeError
         ? { reachable: false, message: error.message, code: error.code }
         : { reachable: false, message: (error as Error).message };

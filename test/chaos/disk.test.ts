@@ -253,8 +253,9 @@ describe('disk', () => {
     async () => {
       const random = mulberry32(CHAOS_SEED ^ 0x7fff);
       for (let fill = 0; fill < FILESYSTEM_FILLS; fill++) {
-        // A file system of its own each time: a SQLite file never shrinks, so a second fill of the same one would
-        // start from a database that already took the room the first fill gave back.
+        // A file system of its own each time: the database keeps the pages a fill took as free pages, and gives them
+        // back to the file system only after draining, once they are at least 1 MiB and a quarter of the file (on the
+        // next cleanup), so a second fill of the same one would start from a database that may still hold that room.
         const dir = tempDir();
         execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=6m', 'tmpfs', dir]);
         defer(() => execFileSync('umount', ['-l', dir]));

@@ -121,6 +121,7 @@ describe('edge-gateway CLI', () => {
           CLOUD_API_KEY: 'k',
           LOCAL_DB_PATH: join(dir, 'edge.db'),
           LOG_LEVEL: 'info',
+          WORKER_THREADS: '2',
           DATA_RETENTION_DAYS: '7',
           HTTP_PORT: '0',
         },
@@ -137,7 +138,7 @@ describe('edge-gateway CLI', () => {
     const deadline = Date.now() + 15_000;
     while (!output.includes('running') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
     expect(output).toContain('edge-gateway daemon-1 running');
-    expect(output).toContain('DATA_RETENTION_DAYS is accepted but has no effect');
+    expect(output).toContain('WORKER_THREADS is accepted but has no effect');
     const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
     // A daemon stays up until it is told to stop.
     await new Promise((r) => setTimeout(r, 500));

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { gatewayOptionsFrom, ignoredVariables, loadEnv, parseEnvConfig } from '../../src/cli/env-config.js';
-import { isConfigError, WindowedAggregation } from '../../src/index.js';
+import { EdgeGateway, isConfigError, WindowedAggregation } from '../../src/index.js';
 
 const root = join(import.meta.dirname, '..', '..');
 let dir: string | undefined;
@@ -37,6 +37,7 @@ describe('CLI configuration', () => {
       connectionTimeout: 30,
       maxRetryAttempts: 5,
       batchSize: 100,
+      retention: { maxDays: 7 },
       processors: [expect.any(WindowedAggregation)],
     });
   });
@@ -69,6 +70,17 @@ describe('CLI configuration', () => {
     expect(message).toContain('CLOUD_API_URL');
   });
 
+  it('takes several cloud URLs separated by commas, for server nodes over one store', () => {
+    const config = parseEnvConfig({ DEVICE_ID: 'd', CLOUD_API_URL: 'https://a:8080/api/v1, https://b:8080/api/v1' });
+
+    expect(gatewayOptionsFrom(config).cloudUrl).toEqual(['https://a:8080/api/v1', 'https://b:8080/api/v1']);
+    expect(() => parseEnvConfig({ DEVICE_ID: 'd', CLOUD_API_URL: 'https://a:8080/api/v1,' })).toThrow(/CLOUD_API_URL/);
+    // Every node of the list meets the clear-text rule, not only the first.
+    expect(() =>
+      parseEnvConfig({ DEVICE_ID: 'd', CLOUD_API_URL: 'http://127.0.0.1:8080/api/v1,http://b:8080/api/v1' }),
+    ).toThrow(/CLOUD_ALLOW_INSECURE/);
+  });
+
   it('refuses a missing DEVICE_ID', () => {
     expect(() => parseEnvConfig({})).toThrow(/DEVICE_ID/);
   });
@@ -98,6 +110,34 @@ describe('CLI configuration', () => {
 
   it('reports the variables of features not built yet, so none is ignored silently', () => {
     const config = parseEnvConfig({ DEVICE_ID: 'd', DATA_RETENTION_DAYS: '7', WORKER_THREADS: '2' });
-    expect(ignoredVariables(config)).toEqual(['DATA_RETENTION_DAYS', 'WORKER_THREADS']);
+    expect(ignoredVariables(config)).toEqual(['WORKER_THREADS']);
+  });
+
+  it('maps the retention and database variables to their options', () => {
+    const config = parseEnvConfig({
+      DEVICE_ID: 'd',
+      DATA_RETENTION_DAYS: '1.5',
+      MAX_OFFLINE_QUEUE_SIZE: '50000',
+      CLEANUP_STRATEGY: 'oldest-first',
+      CLEANUP_INTERVAL_SECONDS: '600',
+      MAX_DATABASE_SIZE_MB: '64',
+      DB_TIMEOUT_SECONDS: '30',
+    });
+    const options = gatewayOptionsFrom(config);
+    expect(options).toMatchObject({
+      maxOfflineQueueSize: 50000,
+      maxDatabaseSize: 64 * 1048576,
+      dbTimeout: 30,
+      retention: { maxDays: 1.5, cleanupStrategy: 'oldest-first', cleanupInterval: 600 },
+    });
+    // The seed's "oldest-first" is drop-oldest under another name.
+    expect(new EdgeGateway(options).retention).toMatchObject({ cleanupStrategy: 'drop-oldest', maxRecords: 50000 });
+  });
+
+  it('names a bad retention variable and its value', () => {
+    expect(() => parseEnvConfig({ DEVICE_ID: 'd', CLEANUP_STRATEGY: 'sometimes' })).toThrow(
+      /CLEANUP_STRATEGY.*"sometimes"/,
+    );
+    expect(() => parseEnvConfig({ DEVICE_ID: 'd', DATA_RETENTION_DAYS: '0' })).toThrow(/DATA_RETENTION_DAYS.*"0"/);
   });
 });

@@ -1,9 +1,7 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { createGzip, gzipSync } from 'node:zlib';
 import { afterEach, describe, expect, it } from 'vitest';
 import { CloudServer, type CloudServerOptions, type StoredPoint } from '../../src/cloud/index.js';
+import { CLOUD_STORE_KINDS, type CloudStoreKind, redisAvailable, useCloudStore } from '../helpers/cloud-stores.js';
 
 const KEY = 'k';
 /** 2024-01-01T00:00:00.000Z: readings of the fixtures are at T0 + seq seconds. */
@@ -20,30 +18,10 @@ interface WireBody {
 }
 
 const servers: CloudServer[] = [];
-const dirs: string[] = [];
 
 afterEach(async () => {
   await Promise.all(servers.splice(0).map((server) => server.close()));
-  for (const dir of dirs.splice(0)) rmSync(dir, { recursive: true, force: true });
 });
-
-async function listen(options: Partial<CloudServerOptions> = {}): Promise<CloudServer> {
-  const server = await CloudServer.listen({
-    port: 0,
-    host: '127.0.0.1',
-    dbPath: ':memory:',
-    apiKeys: [KEY],
-    ...options,
-  });
-  servers.push(server);
-  return server;
-}
-
-function tempDir(): string {
-  const dir = mkdtempSync(join(tmpdir(), 'edge-gateway-cloud-'));
-  dirs.push(dir);
-  return dir;
-}
 
 /** Readings `first`..`first + count - 1`, each with every optional field set. */
 function readings(first: number, count: number, sensorId = 'temp-01'): Record<string, unknown>[] {
@@ -137,7 +115,28 @@ async function gzipBomb(megabytes: number): Promise<Buffer> {
   return Buffer.concat(chunks);
 }
 
-describe('CloudServer', () => {
+for (const kind of CLOUD_STORE_KINDS) {
+  describe.skipIf(kind === 'redis' && !redisAvailable())(`CloudServer on the ${kind} store`, () => suite(kind));
+}
+
+/** The suite, on one store: run on each, to prove they keep the same semantics. */
+function suite(kind: CloudStoreKind): void {
+  const store = useCloudStore(kind);
+
+  /** A server on a fresh store of this suite's kind, unless `options` choose one. */
+  async function listen(options: Partial<CloudServerOptions> = {}): Promise<CloudServer> {
+    const chosen = ['dbPath', 'redisUrl', 'store'].some((name) => name in options);
+    const server = await CloudServer.listen({
+      port: 0,
+      host: '127.0.0.1',
+      apiKeys: [KEY],
+      ...(chosen ? {} : store.options()),
+      ...options,
+    });
+    servers.push(server);
+    return server;
+  }
+
   describe('.listen()', () => {
     it('serves the API under /api/v1 on the port it picked', async () => {
       const server = await listen();
@@ -689,15 +688,15 @@ describe('CloudServer', () => {
       expect(server.url).toBe(url);
     });
 
-    it('keeps a file-backed store across close and listen on the same port', async () => {
-      const dbPath = join(tempDir(), 'nested', 'cloud.db');
-      const first = await listen({ dbPath });
+    it('keeps its store across close and listen on the same port', async () => {
+      const named = store.options('cloud');
+      const first = await listen(named);
       const body = batch(readings(1, 3));
       await post(first, body);
       const port = first.port;
       await first.close();
 
-      const second = await listen({ dbPath, port });
+      const second = await listen({ ...named, port });
 
       expect(second.port).toBe(port);
       expect((await query(second, { deviceId: 'device-1' })).points.map((p) => p.seq)).toEqual([1, 2, 3]);
@@ -706,4 +705,4 @@ describe('CloudServer', () => {
       expect(await stats(second)).toEqual({ points: 3, batches: 1, duplicateBatches: 1 });
     });
   });
-});
+}

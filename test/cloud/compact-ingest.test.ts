@@ -2,18 +2,13 @@ import { deflateRawSync } from 'node:zlib';
 import { afterEach, describe, expect, it } from 'vitest';
 import { CloudServer } from '../../src/cloud/index.js';
 import { COMPACT_BATCH_CONTENT_TYPE, encodeCompactRaw } from '../../src/model/compact-codec.js';
+import { CLOUD_STORE_KINDS, type CloudStoreKind, redisAvailable, useCloudStore } from '../helpers/cloud-stores.js';
 
 const REPLICA = '6f1c0a52-8a7e-4c4e-9a54-2b1f0f7d1c33';
 const servers: CloudServer[] = [];
 afterEach(async () => {
   await Promise.all(servers.splice(0).map((s) => s.close()));
 });
-
-async function server(options: Partial<Parameters<typeof CloudServer.listen>[0]> = {}): Promise<CloudServer> {
-  const s = await CloudServer.listen({ port: 0, apiKeys: ['k'], ...options });
-  servers.push(s);
-  return s;
-}
 
 const post = (s: CloudServer, body: Uint8Array, key = `${REPLICA}:1`) =>
   fetch(`${s.url}/telemetry/batches`, {
@@ -33,7 +28,22 @@ const rows = (values: number[]) =>
     payload: null,
   }));
 
-describe('CloudServer compact batches', () => {
+for (const kind of CLOUD_STORE_KINDS) {
+  describe.skipIf(kind === 'redis' && !redisAvailable())(`CloudServer compact batches on the ${kind} store`, () =>
+    suite(kind),
+  );
+}
+
+/** The suite, on one store: run on each, to prove they keep the same semantics. */
+function suite(kind: CloudStoreKind): void {
+  const store = useCloudStore(kind);
+
+  async function server(options: Partial<Parameters<typeof CloudServer.listen>[0]> = {}): Promise<CloudServer> {
+    const s = await CloudServer.listen({ port: 0, apiKeys: ['k'], ...store.options(), ...options });
+    servers.push(s);
+    return s;
+  }
+
   it('stores a compact batch and answers a replay of it from the ledger', async () => {
     const s = await server();
     const body = deflateRawSync(
@@ -82,4 +92,4 @@ describe('CloudServer compact batches', () => {
     const body = deflateRawSync(encodeCompactRaw({ deviceId: 'd', replicaId: REPLICA, batchNo: 1 }, rows([1])));
     expect((await post(s, body, `${REPLICA}:2`)).status).toBe(400);
   });
-});
+}

@@ -1,4 +1,3 @@
-import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import {
@@ -13,7 +12,7 @@ import {
 import { isConfigError } from '../../src/errors.js';
 import { formatHlc, parseHlc } from '../../src/model/records-wire.js';
 import { defer } from '../helpers/cleanup.js';
-import { tempDir } from '../helpers/temp-dir.js';
+import { CLOUD_STORE_KINDS, type CloudStoreKind, redisAvailable, useCloudStore } from '../helpers/cloud-stores.js';
 
 const KEY = 'k';
 const DEVICE = 'device-1';
@@ -25,20 +24,6 @@ const HOUR = 3_600_000;
 /** A server's wall clock that a test moves by hand. */
 interface TestClock {
   ms: number;
-}
-
-async function listen(options: Partial<CloudServerOptions> & { clock?: TestClock } = {}) {
-  const { clock = { ms: T0 }, ...rest } = options;
-  const server = await CloudServer.listen({
-    port: 0,
-    host: '127.0.0.1',
-    dbPath: join(tempDir('edge-gateway-records-'), 'cloud.db'),
-    apiKeys: [KEY],
-    now: () => clock.ms,
-    ...rest,
-  });
-  defer(() => server.close());
-  return server;
 }
 
 const stamp = (ms = T0 - 1000, counter = 0) => formatHlc({ ms, counter });
@@ -132,7 +117,30 @@ async function stats(server: CloudServer): Promise<RecordStats> {
   return json as unknown as RecordStats;
 }
 
-describe('CloudServer records', () => {
+for (const kind of CLOUD_STORE_KINDS) {
+  describe.skipIf(kind === 'redis' && !redisAvailable())(`CloudServer records on the ${kind} store`, () => suite(kind));
+}
+
+/** The suite, on one store: run on each, to prove they keep the same semantics. */
+function suite(kind: CloudStoreKind): void {
+  const store = useCloudStore(kind);
+
+  /** A server on a fresh store of this suite's kind (unless `options` choose one), on `clock`. */
+  async function listen(options: Partial<CloudServerOptions> & { clock?: TestClock } = {}) {
+    const { clock = { ms: T0 }, ...rest } = options;
+    const chosen = ['dbPath', 'redisUrl', 'store'].some((name) => name in rest);
+    const server = await CloudServer.listen({
+      port: 0,
+      host: '127.0.0.1',
+      ...(chosen ? {} : store.options()),
+      apiKeys: [KEY],
+      now: () => clock.ms,
+      ...rest,
+    });
+    defer(() => server.close());
+    return server;
+  }
+
   describe('POST /records/push', () => {
     it('applies a put on a record that does not exist at version 1, with its stamp and its replica as origin', async () => {
       const server = await listen();
@@ -791,14 +799,14 @@ describe('CloudServer records', () => {
 
   describe('restart', () => {
     it('keeps records, the change sequence and stored outcomes across close and listen on the same file', async () => {
-      const dbPath = join(tempDir('edge-gateway-records-'), 'cloud.db');
-      const first = await listen({ dbPath });
+      const named = store.options('cloud');
+      const first = await listen(named);
       const mutations = [put('a', 1, 0), put('a', 2, 0), put('b', 1, 0, { key: '' })];
       const before = await pushOk(first, mutations);
       await request(first, 'PUT', recordPath('c'), { value: 3 });
       await first.close();
 
-      const second = await listen({ dbPath });
+      const second = await listen(named);
 
       const replayed = await pushOk(second, mutations);
       expect(replayed.map((r) => JSON.stringify(r))).toEqual(before.map((r) => JSON.stringify(r)));
@@ -813,12 +821,12 @@ describe('CloudServer records', () => {
     });
 
     it('keeps its stamps increasing across a restart on a clock that went backwards', async () => {
-      const dbPath = join(tempDir('edge-gateway-records-'), 'cloud.db');
-      const first = await listen({ dbPath });
+      const named = store.options('cloud');
+      const first = await listen(named);
       const { json: edited } = await request(first, 'PUT', recordPath('a'), { value: 1 });
       await first.close();
 
-      const second = await listen({ dbPath, clock: { ms: T0 - HOUR } });
+      const second = await listen({ ...named, clock: { ms: T0 - HOUR } });
       const { json: again } = await request(second, 'PUT', recordPath('a'), { value: 2 });
 
       expect(parseHlc(again.hlc as string).ms).toBeGreaterThanOrEqual(T0);
@@ -826,14 +834,14 @@ describe('CloudServer records', () => {
     });
 
     it('keeps flagged devices across a restart', async () => {
-      const dbPath = join(tempDir('edge-gateway-records-'), 'cloud.db');
-      const first = await listen({ dbPath });
+      const named = store.options('cloud');
+      const first = await listen(named);
       await pushOk(first, [put('a', 1, 0, { hlc: stamp(T0 + HOUR) })]);
       await first.close();
 
-      const second = await listen({ dbPath });
+      const second = await listen(named);
 
       expect((await stats(second)).flaggedDevices).toMatchObject([{ deviceId: DEVICE, skewMs: HOUR }]);
     });
   });
-});
+}

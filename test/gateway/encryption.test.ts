@@ -115,7 +115,8 @@ describe('EdgeGateway', () => {
       const error = await rejection(second.start());
       expect(isEncryptionKeyError(error)).toBe(true);
       expect(readFileSync(path).equals(before)).toBe(true);
-      expect(readdirSync(dirname(path))).toEqual([basename(path)]);
+      // The database alone, and its lock file (each open attempt writes its pid there: it is not the database).
+      expect(readdirSync(dirname(path)).sort()).toEqual([basename(path), `${basename(path)}.lock`]);
       expect(second.getStatus().running).toBe(false);
 
       second.configure({ encryptionKey: key });
@@ -249,6 +250,33 @@ describe('EdgeGateway', () => {
         });
       });
 
+      it('keeps the database lock and the retention policy across the rotation', async () => {
+        const path = tempDbPath();
+        const gateway = createGateway({
+          localDb: path,
+          encryptionKey: rawKey(),
+          maxOfflineQueueSize: 50,
+          retention: { cleanupStrategy: 'drop-oldest' },
+        });
+        const dropped: number[] = [];
+        gateway.on('dropped', (event) => dropped.push(event.count));
+        await gateway.start();
+        await gateway.sendBatch(Array.from({ length: 50 }, (_, i) => canaryReading(i)));
+
+        await gateway.rotateEncryptionKey(rawKey());
+        await gateway.sendBatch(Array.from({ length: 5 }, (_, i) => canaryReading(50 + i)));
+        expect(dropped).toEqual([5]); // drop-oldest still in force on the reopened database, and reported
+        expect(gateway.getStatus().dropped['drop-oldest']).toBe(5);
+        await expect(gateway.runCleanup()).resolves.toMatchObject({ removed: { 'drop-oldest': 0 } });
+
+        const second = createGateway({ localDb: path, encryptionKey: rawKey(), dbTimeout: 0 });
+        expect(await rejection(second.start())).toMatchObject({
+          name: 'StorageError',
+          sqliteCode: 'SQLITE_BUSY',
+          inUseBy: expect.objectContaining({ pid: process.pid }),
+        });
+      });
+
       it('lets configure() change the key only before start()', async () => {
         const gateway = createGateway({ encryptionKey: rawKey() });
         gateway.configure({ encryptionKey: rawKey() });
@@ -287,6 +315,13 @@ describe('EdgeGateway', () => {
       expect(configIssues(() => new EdgeGateway({ deviceId: 'd', previousEncryptionKeys: [rawKey()] }))).toMatch(
         /needs "encryptionKey"/,
       );
+      // The option redaction of secret-looking names (options.ts) covers both names, the plural one too.
+      const wrongShape = configIssues(
+        () =>
+          new EdgeGateway({ deviceId: 'd', encryptionKey: key, previousEncryptionKeys: 'old-secret-words' as never }),
+      );
+      expect(wrongShape).toMatch(/previousEncryptionKeys.*not shown/);
+      expect(wrongShape).not.toContain('old-secret-words');
       expect(configIssues(() => new EdgeGateway({ deviceId: 'd', localDb: ':memory:', encryptionKey: key }))).toMatch(
         /:memory:/,
       );

@@ -69,7 +69,7 @@ describe('EdgeGateway', () => {
 
     it('does not quote a key of the wrong type', () => {
       const error = configError(() => new EdgeGateway({ deviceId: 'd', key: 42 as unknown as string }));
-      expect(error.issues).toEqual([expect.stringMatching(/"key" option.*\(got a value not shown\)/)]);
+      expect(error.issues).toEqual([expect.stringMatching(/"key" option.*\(got a value not shown, as it is secret\)/)]);
     });
   });
 

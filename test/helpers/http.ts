@@ -4,6 +4,8 @@ import { gunzipSync, inflateRawSync } from 'node:zlib';
 import { COMPACT_BATCH_CONTENT_TYPE, decodeCompactRaw } from '../../src/model/compact-codec.js';
 import { defer } from './cleanup.js';
 
+export { freePort } from './free-port.js';
+
 /** A request as a {@link TestServer} received it. */
 export interface RecordedRequest {
   method: string;
@@ -109,15 +111,6 @@ export async function forward(request: RecordedRequest, response: ServerResponse
   }
   response.writeHead(upstream.status, out);
   response.end(body);
-}
-
-/** A TCP port on 127.0.0.1 where nothing listens (free a moment ago). */
-export async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
 }
 
 /** The batches a test server received, in order. */

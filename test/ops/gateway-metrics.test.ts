@@ -139,6 +139,28 @@ describe('EdgeGateway metrics', () => {
     expect(await a.metricsRegistry()).not.toBe(register);
   });
 
+  it('counts readings removed by retention under their reasons', async () => {
+    const gateway = createGateway({
+      metrics: true,
+      maxOfflineQueueSize: 10,
+      retention: { cleanupStrategy: 'drop-oldest', maxDays: 1 },
+    });
+    await gateway.start();
+    // Timestamps a minute apart, the first two a week old: past maxDays.
+    const old = Date.now() - 7 * 86_400_000;
+    await gateway.sendBatch([old, old + 60_000].map((timestamp, i) => ({ sensorId: 's', value: i, timestamp })));
+    await gateway.runCleanup();
+    const now = Date.now();
+    await gateway.sendBatch(readings(10, 's', now));
+    await gateway.sendBatch(readings(3, 's', now + 10_000));
+    gateway.configureRetention({ cleanupStrategy: 'downsample-oldest', downsampleWindow: 3600 });
+    await gateway.sendBatch(readings(4, 's', now + 13_000));
+    const m = parsePrometheus(await gateway.metrics());
+    expect(m.value('edge_gateway_dropped_readings_total', { reason: 'retention' })).toBe(2);
+    expect(m.value('edge_gateway_dropped_readings_total', { reason: 'drop-oldest' })).toBe(3);
+    expect(m.value('edge_gateway_dropped_readings_total', { reason: 'downsampled' })).toBeGreaterThan(0);
+  });
+
   it('counts from the first call to metrics() when the metrics option is off', async () => {
     const gateway = createGateway();
     await gateway.start();
@@ -155,6 +177,7 @@ describe('labelValue()', () => {
   it('passes enum-like words and turns anything else into "other"', () => {
     expect(labelValue('rejected-by-cloud')).toBe('rejected-by-cloud');
     expect(labelValue('AUTH_REFUSED')).toBe('AUTH_REFUSED');
+    for (const reason of ['drop-oldest', 'retention', 'downsampled']) expect(labelValue(reason)).toBe(reason);
     expect(labelValue('Bearer s3cr3t key')).toBe('other');
     expect(labelValue('x'.repeat(65))).toBe('other');
     expect(labelValue(undefined)).toBe('other');

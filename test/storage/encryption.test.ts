@@ -72,9 +72,12 @@ function filesHoldingCanary(path: string): string[] {
 
 const setAside = (path: string) => readdirSync(dirname(path)).filter((name) => name.includes('.corrupt-'));
 
-/** The bytes of every file next to the database, by name. */
+/** The database's files next to it, by name: all but its lock file, which each open attempt writes its pid into. */
+const databaseFiles = (path: string) => readdirSync(dirname(path)).filter((name) => !name.endsWith('.lock'));
+
+/** The bytes of every database file next to the database, by name. */
 const snapshot = (path: string) =>
-  new Map(readdirSync(dirname(path)).map((name) => [name, readFileSync(join(dirname(path), name))]));
+  new Map(databaseFiles(path).map((name) => [name, readFileSync(join(dirname(path), name))]));
 
 /** Whether `key` (undefined: none) opens the database at `path`, read through a raw connection. */
 function opensWith(path: string, key: string | undefined): boolean {
@@ -82,6 +85,20 @@ function opensWith(path: string, key: string | undefined): boolean {
   try {
     if (key !== undefined) keyConnection(db, key);
     db.prepare('SELECT count(*) FROM outbox').get();
+    return true;
+  } catch {
+    return false;
+  } finally {
+    db.close();
+  }
+}
+
+/** Whether `key` decrypts the first page of the database at `path` (its schema), whatever the other pages hold. */
+function schemaReadsWith(path: string, key: string): boolean {
+  const db = new BetterSqlite3(path, { fileMustExist: true });
+  try {
+    keyConnection(db, key);
+    db.prepare('SELECT count(*) FROM sqlite_schema').get();
     return true;
   } catch {
     return false;
@@ -273,7 +290,8 @@ describe('SqliteStorage', () => {
       writeFileSync(path, bytes);
       const storage = openStorage(path, { encryptionKey: key });
       expect(storage.quarantined?.reason).toMatch(/malformed|quick_check failed/);
-      expect(opensWith(storage.quarantined?.path as string, key)).toBe(true); // set aside, still under its key
+      // Set aside, still under its key: its first page decrypts (its outbox may hold the damaged page).
+      expect(schemaReadsWith(storage.quarantined?.path as string, key)).toBe(true);
     });
 
     it('refuses ":memory:" and keys of the wrong form, without showing them', () => {
@@ -311,7 +329,7 @@ describe('SqliteStorage', () => {
       expect(filesHoldingCanary(path)).toEqual([]);
       expect(opensWith(path, undefined)).toBe(false);
       expect(opensWith(path, key)).toBe(true);
-      expect(readdirSync(dirname(path))).toEqual(['edge.db']);
+      expect(databaseFiles(path)).toEqual(['edge.db']);
     });
 
     it('opens it as any other first: damaged, it is set aside in clear and the new database is encrypted', () => {
@@ -372,7 +390,7 @@ describe('SqliteStorage', () => {
       expect(opensWith(path, oldKey)).toBe(false);
       expect(opensWith(path, newKey)).toBe(true);
       expect(filesHoldingCanary(path)).toEqual([]);
-      expect(readdirSync(dirname(path))).toEqual(['edge.db']);
+      expect(databaseFiles(path)).toEqual(['edge.db']);
     });
 
     it('encrypts a plaintext database, open, in place', () => {
@@ -412,7 +430,7 @@ describe('SqliteStorage', () => {
       expect(storage.append(readings(1, 20))).toBe(21);
       storage.close();
       expect(opensWith(path, oldKey)).toBe(true);
-      expect(readdirSync(dirname(path))).toEqual(['edge.db']);
+      expect(databaseFiles(path)).toEqual(['edge.db']);
     });
   });
 
@@ -425,6 +443,70 @@ describe('SqliteStorage', () => {
     mkdirSync(join(dirname(path), 'keep'));
     const storage = openStorage(path, { encryptionKey: key });
     expect(storage.pendingCount()).toBe(10);
-    expect(readdirSync(dirname(path)).sort()).toEqual(['edge.db', 'edge.db-shm', 'edge.db-wal', 'keep']);
+    expect(databaseFiles(path).sort()).toEqual(['edge.db', 'edge.db-shm', 'edge.db-wal', 'keep']);
+  });
+
+  describe('with the database lock and retention', () => {
+    const autoVacuum = (path: string, key: string) => {
+      const db = new BetterSqlite3(path, { fileMustExist: true });
+      try {
+        keyConnection(db, key);
+        return db.pragma('auto_vacuum', { simple: true });
+      } finally {
+        db.close();
+      }
+    };
+    const INCREMENTAL = 2;
+
+    it('makes a new encrypted database with auto_vacuum=INCREMENTAL, the key applied before it', () => {
+      const path = tempDbPath();
+      const key = rawKey();
+      makeDatabase(path, key, 10);
+      expect(autoVacuum(path, key)).toBe(INCREMENTAL);
+      expect(looksEncrypted(path)).toBe(true);
+    });
+
+    it('keeps auto_vacuum=INCREMENTAL when it encrypts a plaintext database in place, and when it re-keys', () => {
+      const path = tempDbPath();
+      makeDatabase(path, undefined, 10);
+      const key = rawKey();
+      const storage = openStorage(path, { encryptionKey: key });
+      expect(storage.reencrypted).toBe('from-plaintext');
+      const next = rawKey();
+      storage.rekey(next);
+      storage.close();
+      expect(autoVacuum(path, next)).toBe(INCREMENTAL);
+    });
+
+    it('holds the lock across rekey(): another storage is refused after it, naming this process', () => {
+      const path = tempDbPath();
+      const storage = openStorage(path, { encryptionKey: rawKey() });
+      storage.append(readings(20));
+      storage.rekey(rawKey());
+      expect(() => new SqliteStorage({ path, encryptionKey: rawKey() }).open()).toThrow(
+        expect.objectContaining({ sqliteCode: 'SQLITE_BUSY', inUseBy: expect.objectContaining({ pid: process.pid }) }),
+      );
+      expect(storage.pendingCount()).toBe(20);
+      expect(storage.retention.protectedCount()).toBeGreaterThanOrEqual(0); // the reopened database's retention
+    });
+
+    it('holds the lock when rekey() fails and reopens under the old key', () => {
+      const path = tempDbPath();
+      const key = rawKey();
+      const storage = openStorage(path, { encryptionKey: key });
+      storage.append(readings(5));
+      const other = new BetterSqlite3(path); // another connection: rekey() refuses to run under it
+      keyConnection(other, key);
+      other.prepare('SELECT count(*) FROM outbox').get();
+      try {
+        expect(() => storage.rekey(rawKey())).toThrow(/another connection holds the database open/);
+      } finally {
+        other.close();
+      }
+      expect(() => new SqliteStorage({ path, encryptionKey: key }).open()).toThrow(
+        expect.objectContaining({ sqliteCode: 'SQLITE_BUSY' }),
+      );
+      expect(storage.pendingCount()).toBe(5);
+    });
   });
 });
