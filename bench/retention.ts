@@ -8,7 +8,7 @@
  * - what `auto_vacuum=INCREMENTAL` costs plain inserts and drains, against `auto_vacuum=NONE`.
  */
 import { statSync } from 'node:fs';
-import BetterSqlite3 from 'better-sqlite3';
+import BetterSqlite3 from 'better-sqlite3-multiple-ciphers';
 import { COMPACT_STEP_PAGES, CONVERT_MAX_LIVE_PAGES } from '../src/gateway/retention-manager.js';
 import { type CleanupStrategy, EdgeGateway, SqliteStorage } from '../src/index.js';
 import { MIGRATIONS, migrate } from '../src/storage/migrations.js';

@@ -19,6 +19,7 @@
  *               MQTT.js QoS 1 with a LevelDB store to an Aedes broker): durable ingest, end to end, bytes on the
  *               wire and peak RSS, as ratios to edge-gateway
  *   disk        bytes a queued reading takes in the local database, for sizing disks against outages
+ *   encryption  durable ingest with at-rest encryption against plaintext; the cost of opening and re-keying
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -28,13 +29,14 @@ import { createServer as createTcpServer } from 'node:net';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MessageChannel } from 'node:worker_threads';
-import BetterSqlite3 from 'better-sqlite3';
+import BetterSqlite3 from 'better-sqlite3-multiple-ciphers';
 import { gzipSync as fflateGzip } from 'fflate';
 import { Deadband, EdgeGateway, type EdgeGatewayOptions, ThresholdAlerts, WindowedAggregation } from '../src/index.js';
 import { MIGRATIONS } from '../src/storage/migrations.js';
 import { encodeBatch } from '../src/sync/batch-codec.js';
 import { startCloudServer } from '../src/testing/index.js';
 import { diskSection } from './disk.js';
+import { encryptionSection } from './encryption.js';
 import { recordsSection } from './records.js';
 import { retentionSection } from './retention.js';
 
@@ -46,7 +48,7 @@ const ONLY = new Set(
     args.get('only') ??
     (named.length > 0
       ? named.join(',')
-      : 'throughput,wire,footprint,backlog,eventloop,records,processing,disk,peers,retention')
+      : 'throughput,wire,footprint,backlog,eventloop,records,processing,disk,peers,encryption,retention')
   ).split(','),
 );
 const FOOTPRINT_SECONDS = Number(args.get('footprint-seconds') ?? 60);
@@ -648,6 +650,7 @@ async function main(): Promise<void> {
   if (ONLY.has('processing')) await processing();
   if (ONLY.has('peers')) await peers();
   if (ONLY.has('disk')) await diskSection(Number(args.get('disk') ?? 200_000), (name) => freshPath() + name);
+  if (ONLY.has('encryption')) await encryptionSection(N, ROUNDS, CALLERS, (name) => freshPath() + name);
 }
 
 main()

@@ -13,6 +13,7 @@ export type EdgeGatewayErrorCode =
   | 'STORAGE_FAILED'
   | 'PROCESSOR_FAILED'
   | 'PIN_MISMATCH'
+  | 'ENCRYPTION_KEY_INVALID'
   | 'CLOUD_STORE_FAILED';
 
 /** Base class of every error thrown by edge-gateway. */
@@ -171,6 +172,33 @@ export class CertificatePinError extends EdgeGatewayError {
 }
 
 /**
+ * The local database cannot be decrypted with the key given: a wrong `encryptionKey` (and none of
+ * `previousEncryptionKeys` fits either), or no key for a file that is encrypted. Thrown by `start()` (and by
+ * `SqliteStorage.open()`). The file is left as it was: not renamed, not set aside as damaged, not written to.
+ * A first page damaged beyond reading looks the same as a wrong key, and is refused the same way.
+ */
+export class EncryptionKeyError extends EdgeGatewayError {
+  /** The database file. */
+  readonly path: string;
+  /** `wrong-key`: a key was given and the file does not open with it; `key-missing`: the file looks encrypted and no key was given. */
+  readonly reason: 'wrong-key' | 'key-missing';
+
+  constructor(path: string, reason: 'wrong-key' | 'key-missing', options?: { cause?: unknown; triedKeys?: number }) {
+    const tried = options?.triedKeys ?? 1;
+    super(
+      'ENCRYPTION_KEY_INVALID',
+      reason === 'wrong-key'
+        ? `The local database at ${path} cannot be decrypted with the encryption key given${tried > 1 ? ` (nor with any of the ${tried - 1} previous key(s))` : ''}: a wrong key, or a damaged first page. The file was left untouched.`
+        : `The local database at ${path} looks encrypted, and no encryption key was given (encryptionKey, EDGE_DB_KEY). The file was left untouched.`,
+      { cause: options?.cause },
+    );
+    this.name = 'EncryptionKeyError';
+    this.path = path;
+    this.reason = reason;
+  }
+}
+
+/**
  * The reference cloud server's store could not be reached or failed a command: Redis refused the connection at
  * start, went away, or answered an error. The server answers the request at hand with 500; nothing of it was stored.
  */
@@ -191,6 +219,7 @@ const ERROR_NAMES = new Set([
   'StorageError',
   'ProcessorError',
   'CertificatePinError',
+  'EncryptionKeyError',
   'CloudStoreError',
 ]);
 
@@ -214,4 +243,5 @@ export const isQueueFullError = guard<QueueFullError>('QueueFullError');
 export const isStorageError = guard<StorageError>('StorageError');
 export const isProcessorError = guard<ProcessorError>('ProcessorError');
 export const isCertificatePinError = guard<CertificatePinError>('CertificatePinError');
+export const isEncryptionKeyError = guard<EncryptionKeyError>('EncryptionKeyError');
 export const isCloudStoreError = guard<CloudStoreError>('CloudStoreError');

@@ -10,10 +10,12 @@ export {
   CertificatePinError,
   ConfigError,
   EdgeGatewayError,
+  EncryptionKeyError,
   GatewayStoppedError,
   isCertificatePinError,
   isConfigError,
   isEdgeGatewayError,
+  isEncryptionKeyError,
   isGatewayStoppedError,
   isNotStartedError,
   isProcessorError,
@@ -28,6 +30,7 @@ export {
 } from './errors.js';
 export type { RetentionView } from './gateway/edge-gateway.js';
 export { EdgeGateway } from './gateway/edge-gateway.js';
+export type { EncryptionOptions } from './gateway/encryption-options.js';
 export type { HistoryQuery, QueryPoint, QueryResult } from './gateway/local-query.js';
 export type { EdgeGatewayOptions, ResolvedOptions, ResolvedRetention, RetentionOptions } from './gateway/options.js';
 export type { RecordChange, RecordWatcher } from './gateway/records.js';
@@ -72,6 +75,7 @@ export type { Processor, ProcessResult } from './processing/processor.js';
 export { DataProcessor } from './processing/processor.js';
 export type { StageStats } from './processing/stage.js';
 export type { DownsampledAggregate } from './storage/downsample.js';
+export type { EncryptionKey } from './storage/encryption.js';
 export type { QuarantineReport } from './storage/quarantine.js';
 export type {
   IncomingRecord,
@@ -94,7 +98,7 @@ export type {
   SpaceUse,
 } from './storage/retention.js';
 export { tablePruneStep } from './storage/retention.js';
-export type { SqliteStorageOptions } from './storage/sqlite-storage.js';
+export type { Reencryption, SqliteStorageOptions } from './storage/sqlite-storage.js';
 export { SqliteStorage } from './storage/sqlite-storage.js';
 export type {
   AggregateInsert,

@@ -5,7 +5,14 @@ import { EdgeGateway } from '../gateway/edge-gateway.js';
 import type { GatewayHttpServer } from '../ops/http-server.js';
 import { SqliteStorage } from '../storage/sqlite-storage.js';
 import { type CloudAccess, cloudAccessFrom } from './cloud-config.js';
-import { gatewayOptionsFrom, httpOptionsFrom, ignoredVariables, loadEnv, parseEnvConfig } from './env-config.js';
+import {
+  databaseOptionsFrom,
+  gatewayOptionsFrom,
+  httpOptionsFrom,
+  ignoredVariables,
+  loadEnv,
+  parseEnvConfig,
+} from './env-config.js';
 import type { LoadTestOptions } from './load-test.js';
 import { createLogger } from './logger.js';
 
@@ -141,7 +148,8 @@ async function version(): Promise<string> {
 
 function initDb(envPath: string | undefined, io: CliIo): number {
   const config = parseEnvConfig(loadEnv(envPath));
-  const storage = new SqliteStorage({ path: config.LOCAL_DB_PATH });
+  const { encryptionKey, previousEncryptionKeys } = databaseOptionsFrom(config);
+  const storage = new SqliteStorage({ path: config.LOCAL_DB_PATH, encryptionKey, previousEncryptionKeys });
   storage.open();
   io.out(
     `Local database ready at ${config.LOCAL_DB_PATH} (replica ${storage.replicaId}, ${storage.pendingCount()} reading(s) queued)`,
@@ -157,12 +165,19 @@ const HTTP_CLOSE_SECONDS = 2;
 
 async function start(envPath: string | undefined, io: CliIo): Promise<number> {
   const config = parseEnvConfig(loadEnv(envPath));
-  const logger = createLogger(config.LOG_LEVEL, config.LOG_FILE, [config.CLOUD_API_KEY, config.INGEST_TOKEN]);
+  const options = gatewayOptionsFrom(config);
+  const dbKey = typeof options.encryptionKey === 'string' ? options.encryptionKey : undefined;
+  const logger = createLogger(config.LOG_LEVEL, config.LOG_FILE, [
+    config.CLOUD_API_KEY,
+    config.INGEST_TOKEN,
+    dbKey,
+    config.EDGE_DB_PREVIOUS_KEY,
+  ]);
   for (const name of ignoredVariables(config)) {
     logger.warn({ variable: name }, `${name} is accepted but has no effect in this version`);
   }
   if (!config.CLOUD_API_URL) logger.warn({}, 'CLOUD_API_URL is not set: readings are stored locally and not forwarded');
-  const gateway = new EdgeGateway({ ...gatewayOptionsFrom(config), logger, metrics: true });
+  const gateway = new EdgeGateway({ ...options, logger, metrics: true });
   gateway.on('sync-error', (event) => logger.warn({ ...event }, `sync failed: ${event.message}`));
   gateway.on('dropped', (event) => logger.warn({ ...event }, `readings dropped: ${event.message}`));
   gateway.on('error', (error) => logger.error({ err: error }, error.message));

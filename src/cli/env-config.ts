@@ -27,6 +27,15 @@ export const envSchema = z.object({
   DEVICE_NAME: optional(z.string()),
   ENVIRONMENT: optional(z.string()),
   LOCAL_DB_PATH: z.string().min(1).default('./data/edge_gateway.db'),
+  /**
+   * Encrypts the local database (SQLCipher 4 format): a passphrase, or a raw key x'<64 hex digits>'. See
+   * docs/security-at-rest.md.
+   */
+  EDGE_DB_KEY: optional(z.string().min(1)),
+  /** A file holding EDGE_DB_KEY (one line), e.g. a systemd credential: the key stays out of the environment. */
+  EDGE_DB_KEY_FILE: optional(z.string().min(1)),
+  /** The key the database may still be under after a rotation that did not finish; see docs/security-at-rest.md. */
+  EDGE_DB_PREVIOUS_KEY: optional(z.string().min(1)),
   SYNC_INTERVAL_SECONDS: optional(positive(86_400)),
   MAX_OFFLINE_QUEUE_SIZE: optional(int(1, Number.MAX_SAFE_INTEGER)),
   /** One URL, or several separated by commas: server nodes over one store, failed over in turn. */
@@ -85,7 +94,12 @@ export const envSchema = z.object({
 });
 
 /** Variables whose values are secrets: never echoed in an error, redacted from logs. */
-export const SECRET_VARIABLES: ReadonlySet<string> = new Set(['CLOUD_API_KEY', 'INGEST_TOKEN']);
+export const SECRET_VARIABLES: ReadonlySet<string> = new Set([
+  'CLOUD_API_KEY',
+  'INGEST_TOKEN',
+  'EDGE_DB_KEY',
+  'EDGE_DB_PREVIOUS_KEY',
+]);
 
 /** The port `edge-gateway start` serves /health, /metrics and the ingest API on, unless HTTP_PORT says otherwise. */
 export const DEFAULT_HTTP_PORT = 8000;
@@ -121,6 +135,14 @@ export function parseEnvConfig(env: Record<string, string>): EnvConfig {
   const parsed = envSchema.safeParse(env);
   if (parsed.success) {
     // Said here in the variables' names; the gateway would say it again in its options' names.
+    if (parsed.data.EDGE_DB_KEY && parsed.data.EDGE_DB_KEY_FILE) {
+      throw new ConfigError(['Set EDGE_DB_KEY or EDGE_DB_KEY_FILE, not both']);
+    }
+    if (parsed.data.EDGE_DB_PREVIOUS_KEY && !parsed.data.EDGE_DB_KEY && !parsed.data.EDGE_DB_KEY_FILE) {
+      throw new ConfigError([
+        'EDGE_DB_PREVIOUS_KEY needs EDGE_DB_KEY (or EDGE_DB_KEY_FILE), the key to re-encrypt under',
+      ]);
+    }
     const urls = parsed.data.CLOUD_API_URL === undefined ? [] : cloudUrls(parsed.data.CLOUD_API_URL);
     const url = urls.find((one) => one.startsWith('http:') && !isLoopbackHost(new URL(one).hostname));
     if (url && !parsed.data.CLOUD_ALLOW_INSECURE) {
@@ -153,9 +175,36 @@ function readPem(variable: string, path: string): string {
   }
 }
 
-/** Gateway options from the environment; reads the certificate files the TLS variables name. */
+// The file's first line: editors and `echo` end it with a newline that is no part of the key.
+function readKeyFile(path: string): string {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (error) {
+    throw new ConfigError([`Could not read EDGE_DB_KEY_FILE (${path}): ${(error as Error).message}`], { cause: error });
+  }
+  const key = text.replace(/\r?\n$/, '');
+  if (key.length === 0 || key.includes('\n')) {
+    throw new ConfigError([`Expected EDGE_DB_KEY_FILE (${path}) to hold the key on one line (contents not shown)`]);
+  }
+  return key;
+}
+
+/** The database options of the environment: its path and its encryption keys (read from EDGE_DB_KEY_FILE). */
+export function databaseOptionsFrom(
+  config: EnvConfig,
+): Pick<EdgeGatewayOptions, 'localDb' | 'encryptionKey' | 'previousEncryptionKeys'> {
+  const key = config.EDGE_DB_KEY_FILE ? readKeyFile(config.EDGE_DB_KEY_FILE) : config.EDGE_DB_KEY;
+  return {
+    localDb: config.LOCAL_DB_PATH,
+    ...(key ? { encryptionKey: key } : {}),
+    ...(config.EDGE_DB_PREVIOUS_KEY ? { previousEncryptionKeys: [config.EDGE_DB_PREVIOUS_KEY] } : {}),
+  };
+}
+
+/** Gateway options from the environment; reads the certificate and key files the variables name. */
 export function gatewayOptionsFrom(config: EnvConfig): EdgeGatewayOptions {
-  const options: EdgeGatewayOptions = { deviceId: config.DEVICE_ID, localDb: config.LOCAL_DB_PATH };
+  const options: EdgeGatewayOptions = { deviceId: config.DEVICE_ID, ...databaseOptionsFrom(config) };
   if (config.CLOUD_API_URL) {
     const urls = cloudUrls(config.CLOUD_API_URL);
     options.cloudUrl = urls.length === 1 ? urls[0] : urls;

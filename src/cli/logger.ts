@@ -17,6 +17,14 @@ const REDACTED_PATHS = [
   '*.CLOUD_API_KEY',
   'INGEST_TOKEN',
   '*.INGEST_TOKEN',
+  'encryptionKey',
+  '*.encryptionKey',
+  'previousEncryptionKeys',
+  '*.previousEncryptionKeys',
+  'EDGE_DB_KEY',
+  '*.EDGE_DB_KEY',
+  'EDGE_DB_PREVIOUS_KEY',
+  '*.EDGE_DB_PREVIOUS_KEY',
 ];
 const CENSOR = '[Redacted]';
 /** Shorter secrets are not searched for in the text of log lines: it would censor ordinary words. */

@@ -1,6 +1,6 @@
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
-import BetterSqlite3, { type Database } from 'better-sqlite3';
+import BetterSqlite3, { type Database } from 'better-sqlite3-multiple-ciphers';
 import type { CloudRecord, MutationResult, RecordChange, RecordMutation } from '../model/records-wire.js';
 import type { BatchAck } from '../model/wire.js';
 import {

@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { ConfigError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { Processor } from '../processing/processor.js';
+import { type EncryptionKey, keyProblems } from '../storage/encryption.js';
 import type { CleanupStrategy } from '../storage/retention.js';
 import { MIN_MAX_SIZE_BYTES } from '../storage/sqlite-storage.js';
 import type { Storage } from '../storage/storage.js';
@@ -30,6 +31,23 @@ export interface EdgeGatewayOptions extends CloudTlsOptions {
   apiKey?: string | undefined;
   /** Path of the SQLite database file. @default './data/edge_gateway.db' */
   localDb?: string;
+  /**
+   * Encrypts the local database at rest: the whole file, its WAL and its journals, in SQLCipher 4's format (see
+   * {@link EncryptionKey} for the forms a key takes, and docs/security-at-rest.md). A plaintext database found at
+   * `localDb` is encrypted in place at `start()`, crash-safely. A wrong key makes `start()` reject with
+   * `EncryptionKeyError`, the file untouched. Change it at run time with `rotateEncryptionKey()`. Not used with a
+   * custom `storage`.
+   * @default undefined (plaintext)
+   */
+  encryptionKey?: EncryptionKey | undefined;
+  /**
+   * Keys the database may still be under after a rotation that did not finish (a crash during
+   * `rotateEncryptionKey()`, or a restart before the host saved the new key): when `encryptionKey` does not open
+   * the file, `start()` tries these and, with the one that fits, re-encrypts the file under `encryptionKey`.
+   * Hosts rotate keys crash-safely by saving the new key as `encryptionKey` and the old one here before calling
+   * `rotateEncryptionKey()`, and dropping the old one once it resolved. @default []
+   */
+  previousEncryptionKeys?: readonly EncryptionKey[] | undefined;
   /**
    * When to sync. `adaptive` shortens its interval while syncs succeed, backs off while they fail and syncs
    * sooner as the queue grows; `fixed-interval` syncs every `syncInterval`; `on-change` syncs shortly after each
@@ -261,6 +279,13 @@ export const optionsSchema = z.strictObject({
   // The form of each pin is checked with the URL (cloudTlsProblems), with a message that names the entry.
   pinnedCertificates: z.array(z.string()).readonly().optional(),
   localDb: z.string().min(1).default('./data/edge_gateway.db'),
+  // Checked in resolveOptions, with messages that never show a key.
+  encryptionKey: z.custom<EncryptionKey>(() => true).optional(),
+  previousEncryptionKeys: z
+    .array(z.custom<EncryptionKey>(() => true))
+    .max(16)
+    .readonly()
+    .optional(),
   syncStrategy: z.enum(['adaptive', 'fixed-interval', 'on-change']).default('adaptive'),
   syncInterval: seconds(86_400).default(60),
   batchSize: z.number().int().min(1).max(10_000).default(100),
@@ -328,7 +353,7 @@ export const optionsSchema = z.strictObject({
 export type ResolvedOptions = Omit<z.output<typeof optionsSchema>, 'retention'> & { retention: ResolvedRetention };
 
 /** Options whose values are secrets: an error names them, never shows them. */
-const SECRET_OPTION = /key$|secret|token|passphrase|password/i;
+const SECRET_OPTION = /keys?$|secret|token|passphrase|password/i;
 
 /**
  * `value` for a message: credentials in URLs masked, and fields named like secrets hidden, in plain objects and
@@ -447,6 +472,7 @@ export function resolveOptions(input: unknown): ResolvedOptions {
       );
     }
     problems.push(...cloudTlsProblems('cloudUrl', options.cloudUrl, options));
+    problems.push(...encryptionProblems(options));
     if (problems.length > 0) throw new ConfigError(problems);
     const { maxDays, cleanupStrategy, cleanupInterval, downsampleWindow } = options.retention;
     return { ...options, retention: { maxDays, cleanupStrategy, cleanupInterval, downsampleWindow } };
@@ -465,6 +491,20 @@ export function resolveOptions(input: unknown): ResolvedOptions {
     return [`Expected the "${prefix || '(options)'}" option to be valid: ${issue.message} (got ${shown})`];
   });
   throw new ConfigError(issues, { cause: parsed.error });
+}
+
+function encryptionProblems(
+  options: Pick<ResolvedOptions, 'localDb' | 'encryptionKey' | 'previousEncryptionKeys' | 'storage'>,
+): string[] {
+  const { encryptionKey, previousEncryptionKeys = [] } = options;
+  const problems = keyProblems(options.localDb, encryptionKey, previousEncryptionKeys);
+  if (encryptionKey === undefined && previousEncryptionKeys.length > 0) {
+    problems.push('The "previousEncryptionKeys" option needs "encryptionKey", the key to re-encrypt under');
+  }
+  if (encryptionKey !== undefined && options.storage) {
+    problems.push('The "encryptionKey" option is not used with a custom "storage": encrypt in that storage');
+  }
+  return problems;
 }
 
 /** The compression setting as the codec takes it. @internal */

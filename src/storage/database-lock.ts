@@ -1,5 +1,5 @@
 import { hostname } from 'node:os';
-import BetterSqlite3, { type Database } from 'better-sqlite3';
+import BetterSqlite3, { type Database } from 'better-sqlite3-multiple-ciphers';
 import { type DatabaseHolder, StorageError } from '../errors.js';
 
 /** Path of the lock file of the database at `path`. */

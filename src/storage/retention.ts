@@ -3,7 +3,7 @@
  * The policy (when, how much) lives in the gateway's RetentionManager; the SQL lives in SqliteRetention.
  */
 
-import type { Database, Statement } from 'better-sqlite3';
+import type { Database, Statement } from 'better-sqlite3-multiple-ciphers';
 
 /**
  * What happens to readings not yet sent when a budget (`maxRecords`, `maxBytes`, `maxDays`) is reached:

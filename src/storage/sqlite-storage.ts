@@ -1,9 +1,19 @@
 import { randomUUID } from 'node:crypto';
 import { existsSync, mkdirSync, statfsSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
-import BetterSqlite3, { type Database, type Statement } from 'better-sqlite3';
-import { ConfigError, StorageError } from '../errors.js';
+import BetterSqlite3, { type Database, type Statement } from 'better-sqlite3-multiple-ciphers';
+import { ConfigError, EncryptionKeyError, StorageError } from '../errors.js';
 import { DatabaseLock } from './database-lock.js';
+import {
+  type EncryptionKey,
+  isPlaintextDatabase,
+  keyConnection,
+  keyErrorOf,
+  keyProblems,
+  opensWith,
+  reencryptFile,
+  removeRekeyLeftovers,
+} from './encryption.js';
 import { LocalTables } from './local-tables.js';
 import { MIGRATIONS, migrate, verifySchema } from './migrations.js';
 import {
@@ -70,7 +80,22 @@ export interface SqliteStorageOptions {
    * @default 268435456 (256 MiB)
    */
   quickCheckMaxBytes?: number;
+  /**
+   * Encrypts the whole database file, its WAL and its journals (SQLCipher 4 format; see {@link EncryptionKey}).
+   * A plaintext database found at `path` is encrypted in place by `open()`, crash-safely. Not for `:memory:`.
+   * @default undefined (plaintext)
+   */
+  encryptionKey?: EncryptionKey | undefined;
+  /**
+   * Keys the database may still be under after a key rotation that did not finish (a crash, a restart before the
+   * host saved the new key): `open()` tries them when `encryptionKey` does not fit, and re-encrypts the file with
+   * `encryptionKey`. @default []
+   */
+  previousEncryptionKeys?: readonly EncryptionKey[] | undefined;
 }
+
+/** What `open()` did to the file's encryption, from {@link SqliteStorage.reencrypted}. */
+export type Reencryption = 'from-plaintext' | 'from-previous-key';
 
 /** Smallest `maxSizeBytes`: below it the schema and the sync loop's reserve leave no room for readings. */
 export const MIN_MAX_SIZE_BYTES = 1024 * 1024;
@@ -254,7 +279,12 @@ const REASON_LINES = 3;
  * open. Every method is one transaction.
  */
 export class SqliteStorage implements Storage {
-  readonly #options: Required<Omit<SqliteStorageOptions, 'maxSizeBytes'>> & { maxSizeBytes: number | undefined };
+  readonly #options: Required<
+    Omit<SqliteStorageOptions, 'maxSizeBytes' | 'encryptionKey' | 'previousEncryptionKeys'>
+  > & { maxSizeBytes: number | undefined };
+  #key: EncryptionKey | undefined;
+  #previousKeys: readonly EncryptionKey[];
+  #reencrypted: Reencryption | undefined;
   #db: Database | undefined;
   #replicaId = '';
   #nextSeq = 1;
@@ -275,7 +305,14 @@ export class SqliteStorage implements Storage {
   readonly #readsRetention = new WeakMap<UnsealedRead, number>();
 
   constructor(options: SqliteStorageOptions) {
-    const { maxSizeBytes, quickCheckMaxBytes, busyTimeoutMs } = options;
+    const {
+      maxSizeBytes,
+      quickCheckMaxBytes,
+      busyTimeoutMs,
+      encryptionKey,
+      previousEncryptionKeys = [],
+      ...rest
+    } = options;
     checkMaxSize(maxSizeBytes);
     checkBusyTimeout(busyTimeoutMs);
     if (quickCheckMaxBytes !== undefined && !(quickCheckMaxBytes >= 0)) {
@@ -285,13 +322,29 @@ export class SqliteStorage implements Storage {
     }
     this.#options = {
       synchronous: 'full',
-      busyTimeoutMs: 5000,
-      quickCheckMaxBytes: DEFAULT_QUICK_CHECK_MAX_BYTES,
-      ...options,
+      ...rest,
+      busyTimeoutMs: busyTimeoutMs ?? 5000,
+      quickCheckMaxBytes: quickCheckMaxBytes ?? DEFAULT_QUICK_CHECK_MAX_BYTES,
       maxSizeBytes,
     };
+    this.#key = undefined;
+    this.#previousKeys = [];
+    this.useEncryptionKeys(encryptionKey, previousEncryptionKeys);
     this.#maxSizeBytes = maxSizeBytes;
     this.#busyTimeoutMs = this.#options.busyTimeoutMs;
+  }
+
+  /** Whether the database is encrypted (an `encryptionKey` was given, or set by {@link SqliteStorage.rekey}). */
+  get encrypted(): boolean {
+    return this.#key !== undefined;
+  }
+
+  /**
+   * What the last `open()` did to the file's encryption: `from-plaintext` when it encrypted a plaintext database,
+   * `from-previous-key` when it finished a key rotation; undefined when it changed nothing.
+   */
+  get reencrypted(): Reencryption | undefined {
+    return this.#reencrypted;
   }
 
   get path(): string {
@@ -313,6 +366,10 @@ export class SqliteStorage implements Storage {
    * went and why. A file that is merely unusable (a newer schema, read-only, locked, a folder in the way) is left
    * alone, and `open()` throws `StorageError`.
    *
+   * With an `encryptionKey`, a file the key does not decrypt is refused with `EncryptionKeyError` and left as it
+   * is, never set aside; so is an encrypted file opened without a key. A plaintext database is first opened as
+   * any (checked, migrated, set aside when damaged), then encrypted in place.
+   *
    * One storage at a time may have a database open: `open()` takes a lock, `<path>.lock`, held until `close()` (or
    * the end of the process, however it ends), and throws `StorageError` with `inUseBy` (the other process's pid,
    * host and start time) and `sqliteCode` `SQLITE_BUSY` when another storage holds it, in this process or another.
@@ -325,27 +382,98 @@ export class SqliteStorage implements Storage {
     try {
       if (path !== ':memory:') {
         mkdirSync(dirname(path), { recursive: true });
-        this.#lock = DatabaseLock.acquire(path);
+        // Held across a re-encryption (rekey() closes and reopens the database): taken once, let go by close().
+        this.#lock ??= DatabaseLock.acquire(path);
+        removeRekeyLeftovers(path);
       }
-      const damaged = this.#connect(undefined);
-      if (damaged) {
-        const at = new Date();
-        const moved = this.#setAside(damaged.db, damaged.reason, at);
-        const again = this.#connect({ path: moved, reason: damaged.reason, at });
-        if (again) {
-          again.db.close();
-          throw new StorageError(`The new local database at ${path} is damaged too: ${again.reason}`);
-        }
-      }
+      this.#reencrypted = this.#key === undefined ? undefined : this.#bringUnderKey(this.#key);
+      this.#openWith(this.#key);
     } catch (error) {
       this.#lock?.release();
       this.#lock = undefined;
-      if (error instanceof StorageError) throw error;
+      if (error instanceof StorageError || error instanceof EncryptionKeyError) throw error;
       throw new StorageError(`Cannot open the local database at ${path}: ${(error as Error).message}`, {
         cause: error,
         sqliteCode: sqliteCodeOf(error),
       });
     }
+  }
+
+  #openWith(key: EncryptionKey | undefined): void {
+    const { path } = this.#options;
+    const damaged = this.#connect(undefined, key);
+    if (damaged) {
+      const at = new Date();
+      const moved = this.#setAside(damaged.db, damaged.reason, at);
+      const again = this.#connect({ path: moved, reason: damaged.reason, at }, key);
+      if (again) {
+        again.db.close();
+        throw new StorageError(`The new local database at ${path} is damaged too: ${again.reason}`);
+      }
+    }
+  }
+
+  // Brings a file that `key` does not open yet under it, crash-safely (see reencryptFile): a plaintext database,
+  // opened first as any other (checked, migrated, set aside when damaged), or one still under a previous key after a
+  // rotation that did not finish. A file no key opens is left to #connect, which says so.
+  #bringUnderKey(key: EncryptionKey): Reencryption | undefined {
+    const { path } = this.#options;
+    const busyTimeoutMs = this.#busyTimeoutMs;
+    if (isPlaintextDatabase(path)) {
+      this.#openWith(undefined);
+      this.#closeDatabase();
+      reencryptFile(path, undefined, key, busyTimeoutMs);
+      return 'from-plaintext';
+    }
+    if (this.#previousKeys.length === 0 || fileSize(path) === 0 || opensWith(path, key, busyTimeoutMs)) {
+      return undefined;
+    }
+    const previous = this.#previousKeys.find((candidate) => opensWith(path, candidate, busyTimeoutMs));
+    if (previous === undefined) return undefined;
+    reencryptFile(path, previous, key, busyTimeoutMs);
+    return 'from-previous-key';
+  }
+
+  /**
+   * Sets the keys the next `open()` uses, as the `encryptionKey` and `previousEncryptionKeys` options do (undefined:
+   * plaintext). Only while closed: an open database changes keys with {@link SqliteStorage.rekey}.
+   */
+  useEncryptionKeys(
+    encryptionKey: EncryptionKey | undefined,
+    previousEncryptionKeys: readonly EncryptionKey[] = [],
+  ): void {
+    if (this.#db) throw new StorageError('The encryption keys of an open database change with rekey()');
+    const problems = keyProblems(this.#options.path, encryptionKey, previousEncryptionKeys);
+    if (problems.length > 0) throw new ConfigError(problems);
+    this.#key = encryptionKey;
+    this.#previousKeys = previousEncryptionKeys;
+  }
+
+  /**
+   * Re-encrypts the open database under `key` (encrypts it, when it had no key) and reopens it. Crash-safe: a copy
+   * is re-keyed next to the file, checked, synced and renamed over it, so that at every moment the file on disk is
+   * the whole database under its old key or under the new one (see docs/security-at-rest.md). It blocks for the
+   * time of reading and writing the file about three times (about 0.7 s for 300,000 queued readings, 21 MB, on
+   * the reference machine) and needs free room of about twice the file's size. Throws `StorageError` when it cannot:
+   * then the database is open again, unchanged, under its old key.
+   */
+  rekey(key: EncryptionKey): void {
+    const { path } = this.#options;
+    const busyTimeoutMs = this.#busyTimeoutMs;
+    const problems = keyProblems(path, key, [], 'key');
+    if (problems.length > 0) throw new ConfigError(problems);
+    this.#database; // open, or throw
+    const from = this.#key;
+    this.#closeDatabase(); // the lock stays held: no other gateway opens the file between the two keys
+    try {
+      reencryptFile(path, from, key, busyTimeoutMs);
+    } catch (error) {
+      this.open();
+      throw error;
+    }
+    this.#key = key;
+    this.#previousKeys = [];
+    this.open();
   }
 
   // Renames the damaged files while `db` still holds them open, then closes it. The order matters: closing first
@@ -377,16 +505,27 @@ export class SqliteStorage implements Storage {
   // Opens, checks, migrates and reads the database. Returns the connection, still open, with the reason when the
   // file is damaged (for #setAside); on any other failure closes it and throws. `quarantine` is the damaged file
   // just set aside, remembered in the new database's meta so that it is reported across restarts.
-  #connect(quarantine: QuarantineReport | undefined): { db: Database; reason: string } | undefined {
+  #connect(
+    quarantine: QuarantineReport | undefined,
+    key: EncryptionKey | undefined,
+  ): { db: Database; reason: string } | undefined {
     const { path, synchronous } = this.#options;
     const onDisk = path !== ':memory:';
     const existingBytes = onDisk ? fileSize(path) : 0;
     const walLeft = onDisk && fileSize(`${path}-wal`) > 0;
     const db = new BetterSqlite3(path, { timeout: this.#busyTimeoutMs });
     try {
+      // The key first: every other pragma reads the file.
+      if (key !== undefined) keyConnection(db, key);
       // Only before the first table exists, and before journal_mode (which writes the header): see #makeBudget.
       if (existingBytes === 0) db.pragma('auto_vacuum = INCREMENTAL');
-      db.pragma('journal_mode = WAL'); // the first read of the header: "file is not a database" surfaces here
+      try {
+        db.pragma('journal_mode = WAL'); // the first read of the header: "file is not a database" surfaces here
+      } catch (error) {
+        // A wrong key (or none, for an encrypted file) reads as "not a database" too: refused, never set aside.
+        const tried = key === undefined ? 0 : 1 + this.#previousKeys.length;
+        throw (onDisk && existingBytes > 0 && keyErrorOf(path, error, key !== undefined, tried)) || error;
+      }
       db.pragma(`synchronous = ${synchronous.toUpperCase()}`);
       db.pragma(`cache_size = -${PAGE_CACHE_KIB}`);
       if (existingBytes > 0) this.#check(db, existingBytes, walLeft);
@@ -485,6 +624,17 @@ export class SqliteStorage implements Storage {
   }
 
   close(): void {
+    try {
+      this.#closeDatabase();
+    } finally {
+      this.#lock?.release();
+      this.#lock = undefined;
+    }
+  }
+
+  // Closes the connection and keeps the lock: a re-encryption reopens the file, and no other process may take it
+  // meanwhile.
+  #closeDatabase(): void {
     if (!this.#db) return;
     try {
       this.#db.close();
@@ -494,8 +644,6 @@ export class SqliteStorage implements Storage {
       this.#budget = undefined;
       this.#records = undefined;
       this.#retention = undefined;
-      this.#lock?.release();
-      this.#lock = undefined;
     }
   }
 

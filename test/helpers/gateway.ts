@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import BetterSqlite3 from 'better-sqlite3';
+import BetterSqlite3 from 'better-sqlite3-multiple-ciphers';
 import { EdgeGateway, type EdgeGatewayOptions } from '../../src/index.js';
 import { defer } from './cleanup.js';
 import { tempDbPath } from './temp-dir.js';

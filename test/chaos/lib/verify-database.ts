@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import BetterSqlite3 from 'better-sqlite3';
+import BetterSqlite3 from 'better-sqlite3-multiple-ciphers';
 
 const open = (path: string) => new BetterSqlite3(path, { readonly: true, fileMustExist: true });
 

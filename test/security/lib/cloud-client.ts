@@ -1,5 +1,5 @@
 import { deflateRawSync, gzipSync } from 'node:zlib';
-import BetterSqlite3 from 'better-sqlite3';
+import BetterSqlite3 from 'better-sqlite3-multiple-ciphers';
 import { CloudServer, type CloudServerOptions } from '../../../src/cloud/index.js';
 import { COMPACT_BATCH_CONTENT_TYPE, type CodecRow, encodeCompactRaw } from '../../../src/model/compact-codec.js';
 import { defer } from '../../helpers/cleanup.js';
