@@ -623,8 +623,11 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
       else this.#storage.append(rows, dead);
     } catch (error) {
       // Rows sealed into a batch since #checkRoom took all the room drop-oldest could make: refused, as at intake.
-      if (isQueueFullError(error)) this.#drop({ reason: 'queue-full', count: rows.length, message: error.message });
-      else this.#backgroundError(error as Error);
+      if (isQueueFullError(error)) {
+        // Readings for the built-ins wait in `extras.staged`, not in `rows`: they are refused too.
+        const count = rows.length + (extras?.staged.length ?? 0);
+        this.#drop({ reason: 'queue-full', count, message: error.message });
+      } else this.#backgroundError(error as Error);
       throw error;
     }
     // An intake write went through: an intake failure is over; a sync-side one is not, until a batch is acknowledged.

@@ -270,14 +270,16 @@ export class LocalProcessing {
         else staged.push({ point: reading, kept: false });
       }
     }
-    if (firstFailure) {
-      this.#host.emitDropped({
-        reason: 'processor-failed',
-        count: dead.length,
-        message: `processor ${firstFailure.processor} failed on ${dead.length} reading(s): ${dead[0]?.reason}`,
-      });
-      this.#host.reportError(firstFailure);
-    }
+    // The failure is news at once; the drop is reported once its dead letters are committed, as every drop is.
+    const reportDrop = firstFailure
+      ? () =>
+          this.#host.emitDropped({
+            reason: 'processor-failed',
+            count: dead.length,
+            message: `processor ${firstFailure.processor} failed on ${dead.length} reading(s): ${dead[0]?.reason}`,
+          })
+      : undefined;
+    if (firstFailure) this.#host.reportError(firstFailure);
     const commit = this.#host.commit;
     const incoming = rows.length + staged.length;
     if (incoming === 0 && alerts.length === 0 && dead.length === 0) return Promise.resolve(0);
@@ -285,9 +287,13 @@ export class LocalProcessing {
     if (full) {
       // Alerts and dead letters are kept even when the readings do not fit.
       if (alerts.length === 0 && dead.length === 0) return Promise.reject(full);
-      return commit.addProcessed({ rows: [], dead, staged: [], alerts }).then(() => Promise.reject(full));
+      return commit.addProcessed({ rows: [], dead, staged: [], alerts }).then(() => {
+        reportDrop?.();
+        return Promise.reject(full);
+      });
     }
     return commit.addProcessed({ rows, dead, staged, alerts }).then(() => {
+      reportDrop?.();
       let kept = rows.length;
       for (const entry of staged) if (entry.kept) kept++;
       return kept;
