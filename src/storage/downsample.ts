@@ -1,3 +1,4 @@
+import { stddevOf } from '../processing/builtins/window-stats.js';
 import type { OutboxRow } from './storage.js';
 
 /**
@@ -117,7 +118,7 @@ export function aggregateRow(members: readonly OutboxRow[], windowMs: number): O
       max,
       sum,
       mean,
-      stddev: count < 2 ? null : Math.sqrt(squares / (count - 1)),
+      stddev: stddevOf({ count, m2: squares }),
       first: first.value as number,
       last: last.value as number,
       firstTs: first.ts,

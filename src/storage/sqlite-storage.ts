@@ -814,43 +814,48 @@ export class SqliteStorage implements Storage {
    */
   append(rows: readonly OutboxInsert[], deadLetters: readonly DeadLetterInsert[] = []): number {
     const first = this.#nextSeq;
-    const { insert, insertMany } = this.#s;
-    const args = this.#insertArgs;
-    try {
-      this.#admit(rows.length, () => {
-        let i = 0;
-        for (; i + ROWS_PER_INSERT <= rows.length; i += ROWS_PER_INSERT) {
-          for (let j = 0; j < ROWS_PER_INSERT; j++) {
-            const row = rows[i + j] as OutboxInsert;
-            const at = 8 * j;
-            args[at] = first + i + j;
-            args[at + 1] = KIND_CODES[row.kind];
-            args[at + 2] = row.sensorId;
-            args[at + 3] = row.ts;
-            args[at + 4] = row.value;
-            args[at + 5] = row.unit;
-            args[at + 6] = row.tags;
-            args[at + 7] = row.payload;
-          }
-          insertMany.run(args);
-        }
-        for (; i < rows.length; i++) {
-          const row = rows[i] as OutboxInsert;
-          insert.run(first + i, KIND_CODES[row.kind], row.sensorId, row.ts, row.value, row.unit, row.tags, row.payload);
-        }
-        if (deadLetters.length > 0) {
-          const now = Date.now();
-          for (const dead of deadLetters) this.#insertDead(dead, now);
-        }
-        return rows.length;
-      });
-    } finally {
-      args.fill(null); // lets the group's strings go now rather than at the next append
-    }
+    this.#admit(rows.length, () => {
+      this.#insertRows(rows, first);
+      if (deadLetters.length > 0) {
+        const now = Date.now();
+        for (const dead of deadLetters) this.#insertDead(dead, now);
+      }
+      return rows.length;
+    });
     return first;
   }
 
-  /** Like {@link SqliteStorage.append}, retention policy included: room is made for the rows and the alerts. */
+  // Inserts `rows` at seqs from `first`, 32 to a statement (one statement per row costs about a fifth more), the
+  // rest one by one. Inside the caller's transaction.
+  #insertRows(rows: readonly OutboxInsert[], first: number): void {
+    const { insert, insertMany } = this.#s;
+    const args = this.#insertArgs;
+    try {
+      let i = 0;
+      for (; i + ROWS_PER_INSERT <= rows.length; i += ROWS_PER_INSERT) {
+        for (let j = 0; j < ROWS_PER_INSERT; j++) {
+          const row = rows[i + j] as OutboxInsert;
+          const at = 8 * j;
+          args[at] = first + i + j;
+          args[at + 1] = KIND_CODES[row.kind];
+          args[at + 2] = row.sensorId;
+          args[at + 3] = row.ts;
+          args[at + 4] = row.value;
+          args[at + 5] = row.unit;
+          args[at + 6] = row.tags;
+          args[at + 7] = row.payload;
+        }
+        insertMany.run(args);
+      }
+      for (; i < rows.length; i++) {
+        const row = rows[i] as OutboxInsert;
+        insert.run(first + i, KIND_CODES[row.kind], row.sensorId, row.ts, row.value, row.unit, row.tags, row.payload);
+      }
+    } finally {
+      args.fill(null); // lets the group's strings go now rather than at the next insert
+    }
+  }
+
   intake(work: IntakeWork): IntakeResult {
     const first = this.#nextSeq;
     let seq = first;
@@ -862,8 +867,8 @@ export class SqliteStorage implements Storage {
     // worst a few more old rows go than were needed.
     let raised: StoredAlert[] = [];
     this.#admit(work.rows.length + work.alerts.length, () => {
-      seq = first;
-      for (const row of work.rows) queue(row);
+      this.#insertRows(work.rows, first);
+      seq = first + work.rows.length;
       const now = Date.now();
       for (const dead of work.deadLetters) this.#insertDead(dead, now);
       raised = tables.storeAlerts(work.alerts, work.dedupWindowMs, work.maxAlerts, queue);
