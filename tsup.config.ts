@@ -17,4 +17,5 @@ export default defineConfig({
   splitting: true,
   // import.meta.url in the CommonJS build, where the encoder pool finds its worker entry with it.
   shims: true,
+  noExternal: ['zod'],
 });

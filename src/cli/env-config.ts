@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { parseEnv } from 'node:util';
-import { z } from 'zod';
+import * as z from 'zod';
 import { ConfigError } from '../errors.js';
 import { type EdgeGatewayOptions, MAX_WORKER_THREADS } from '../gateway/options.js';
 import type { HttpServerOptions } from '../ops/http-server.js';

@@ -1,5 +1,5 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
-import { z } from 'zod';
+import * as z from 'zod';
 import { ConfigError } from '../errors.js';
 
 /** A per-key request budget: a token bucket that refills at `requestsPerSecond` and holds at most `burst`. */

@@ -1,5 +1,5 @@
 import { inflateRawSync } from 'node:zlib';
-import { z } from 'zod';
+import * as z from 'zod';
 import { COMPACT_MAX_ROWS, CompactCodecError, decodeCompactRaw } from '../model/compact-codec.js';
 import { batchEnvelopeSchema } from '../model/wire.js';
 import { HttpError } from './http-error.js';
@@ -20,7 +20,11 @@ export interface DecodedBatch {
 }
 
 /** The envelope fields a compact body carries, under the same bounds as a JSON envelope's. */
-const compactHeaderSchema = batchEnvelopeSchema.pick({ deviceId: true, replicaId: true, batchNo: true });
+const compactHeaderSchema = z.object({
+  deviceId: batchEnvelopeSchema.shape.deviceId,
+  replicaId: batchEnvelopeSchema.shape.replicaId,
+  batchNo: batchEnvelopeSchema.shape.batchNo,
+});
 
 /** Parses JSON text after checking its nesting, so that no later step can overflow the stack on it. */
 export function parseJsonBody(body: Buffer, maxDepth: number): unknown {

@@ -1,6 +1,7 @@
-import { z } from 'zod';
+import * as z from 'zod';
 import {
   cloudEditSchema,
+  MID_MAX_LENGTH,
   parseHlc,
   pushRequestSchema,
   RECORD_LIMITS,
@@ -21,7 +22,8 @@ import { HttpError } from './http-error.js';
  */
 
 /** The push envelope; its mutations are checked one by one, so that an invalid one is refused alone. */
-const pushEnvelopeSchema = pushRequestSchema.extend({
+const pushEnvelopeSchema = z.strictObject({
+  ...pushRequestSchema.shape,
   mutations: z.array(z.unknown()).min(1).max(RECORD_LIMITS.mutationsPerPush),
 });
 
@@ -40,7 +42,7 @@ export interface ParsedPush {
 }
 
 /** `path: message; path: message`, one line, each problem named by its field. */
-function describeIssues(error: z.ZodError): string {
+function describeIssues(error: z.core.$ZodError): string {
   return error.issues
     .map((issue) => (issue.path.length > 0 ? `${issue.path.join('.')}: ${issue.message}` : issue.message))
     .join('; ');
@@ -83,7 +85,7 @@ export function parsePush(body: Buffer, maxDepth: number): ParsedPush {
       throw new HttpError(
         400,
         'bad_push',
-        `mutations.${index}: no readable mid (a string of 1 to ${midSchema.maxLength} characters)`,
+        `mutations.${index}: no readable mid (a string of 1 to ${MID_MAX_LENGTH} characters)`,
       );
     }
     return checkMutation(mid.data, raw);

@@ -1,4 +1,3 @@
-import { z } from 'zod';
 import { ConfigError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { Processor } from '../processing/processor.js';
@@ -11,6 +10,7 @@ import type { ConflictResolver } from '../sync/conflict-resolver.js';
 import type { SyncStrategy } from '../sync/sync-manager.js';
 import { type CloudTlsOptions, cloudTlsProblems } from '../transport/cloud-tls.js';
 import type { Transport } from '../transport/transport.js';
+import * as z from '../zod.js';
 
 /**
  * Options of {@link EdgeGateway}. Durations are in seconds, as in the `.env` file. The TLS options (`ca`, `cert`,
@@ -252,101 +252,107 @@ const hasMethods =
 /** Most `workerThreads`. */
 export const MAX_WORKER_THREADS = 16;
 
-const seconds = (max: number) => z.number().positive().max(max);
+const seconds = (max: number) => z.number().check(z.positive(), z.lte(max));
+const int = (min: number, max: number) => z.int().check(z.gte(min), z.lte(max));
 
-const pem = z.union([z.string().min(1), z.instanceof(Buffer)], 'expected PEM text, as a string or a Buffer');
+const pem = z.union(
+  [z.string().check(z.minLength(1)), z.instanceof(Buffer)],
+  'expected PEM text, as a string or a Buffer',
+);
 const cloudUrlSchema = z
   .url({ protocol: /^https?$/ })
-  .refine((url) => !/^[a-z]+:\/\/[^/?#]*@/i.test(url), 'no credentials in the URL; give the key as "apiKey"');
+  .check(z.refine((url) => !/^[a-z]+:\/\/[^/?#]*@/i.test(url), 'no credentials in the URL; give the key as "apiKey"'));
+
+const retentionSchema = z.strictObject({
+  maxDays: z.optional(z.number().check(z.positive(), z.lte(36_500))),
+  // Moved to maxOfflineQueueSize and maxDatabaseSize by normalizeOptions() before parsing; checked here when not.
+  maxRecords: z.optional(z.int().check(z.positive())),
+  maxBytes: z.optional(int(MIN_MAX_SIZE_BYTES, Number.MAX_SAFE_INTEGER)),
+  cleanupStrategy: z._default(
+    z.pipe(
+      z.enum(['reject-new', 'drop-oldest', 'downsample-oldest', 'oldest-first']),
+      z.transform((v): CleanupStrategy => (v === 'oldest-first' ? 'drop-oldest' : v)),
+    ),
+    'reject-new',
+  ),
+  cleanupInterval: z._default(seconds(7 * 86_400), 3600),
+  downsampleWindow: z._default(seconds(86_400), 300),
+});
 
 export const optionsSchema = z.strictObject({
-  deviceId: z.string().min(1).max(256),
-  cloudUrl: z
-    .union([cloudUrlSchema, z.array(cloudUrlSchema).min(1).max(16)])
-    .refine((urls) => typeof urls === 'string' || new Set(urls.map((url) => new URL(url).protocol)).size === 1, {
-      message: 'every URL of one scheme, http or https',
-    })
-    .optional(),
-  apiKey: z
-    .string()
-    .min(1)
-    .regex(/^[\x21-\x7e]+$/, 'visible ASCII characters without spaces, as a Bearer token is sent')
-    .optional(),
-  allowInsecure: z.boolean().default(false),
-  ca: z.union([pem, z.array(pem).min(1).readonly()]).optional(),
-  cert: pem.optional(),
-  key: pem.optional(),
+  deviceId: z.string().check(z.minLength(1), z.maxLength(256)),
+  cloudUrl: z.optional(
+    z.union([cloudUrlSchema, z.array(cloudUrlSchema).check(z.minLength(1), z.maxLength(16))]).check(
+      z.refine((urls) => typeof urls === 'string' || new Set(urls.map((url) => new URL(url).protocol)).size === 1, {
+        message: 'every URL of one scheme, http or https',
+      }),
+    ),
+  ),
+  apiKey: z.optional(
+    z
+      .string()
+      .check(
+        z.minLength(1),
+        z.regex(/^[\x21-\x7e]+$/, 'visible ASCII characters without spaces, as a Bearer token is sent'),
+      ),
+  ),
+  allowInsecure: z._default(z.boolean(), false),
+  ca: z.optional(z.union([pem, z.readonly(z.array(pem).check(z.minLength(1)))])),
+  cert: z.optional(pem),
+  key: z.optional(pem),
   // The form of each pin is checked with the URL (cloudTlsProblems), with a message that names the entry.
-  pinnedCertificates: z.array(z.string()).readonly().optional(),
-  localDb: z.string().min(1).default('./data/edge_gateway.db'),
+  pinnedCertificates: z.optional(z.readonly(z.array(z.string()))),
+  localDb: z._default(z.string().check(z.minLength(1)), './data/edge_gateway.db'),
   // Checked in resolveOptions, with messages that never show a key.
-  encryptionKey: z.custom<EncryptionKey>(() => true).optional(),
-  previousEncryptionKeys: z
-    .array(z.custom<EncryptionKey>(() => true))
-    .max(16)
-    .readonly()
-    .optional(),
-  syncStrategy: z.enum(['adaptive', 'fixed-interval', 'on-change']).default('adaptive'),
-  syncInterval: seconds(86_400).default(60),
-  batchSize: z.number().int().min(1).max(10_000).default(100),
-  wireFormat: z.enum(['compact', 'json']).default('compact'),
-  compression: z.union([z.boolean(), z.strictObject({ level: z.number().int().min(1).max(9) })]).default(true),
-  workerThreads: z.number().int().min(0).max(MAX_WORKER_THREADS).default(0),
-  maxOfflineQueueSize: z.number().int().positive().default(1_000_000),
-  maxDatabaseSize: z.number().int().min(MIN_MAX_SIZE_BYTES).max(Number.MAX_SAFE_INTEGER).optional(),
-  retention: z
-    .strictObject({
-      maxDays: z.number().positive().max(36_500).optional(),
-      // Moved to maxOfflineQueueSize and maxDatabaseSize by normalizeOptions() before parsing; checked here when not.
-      maxRecords: z.number().int().positive().optional(),
-      maxBytes: z.number().int().min(MIN_MAX_SIZE_BYTES).max(Number.MAX_SAFE_INTEGER).optional(),
-      cleanupStrategy: z
-        .enum(['reject-new', 'drop-oldest', 'downsample-oldest', 'oldest-first'])
-        .transform((v): CleanupStrategy => (v === 'oldest-first' ? 'drop-oldest' : v))
-        .default('reject-new'),
-      cleanupInterval: seconds(7 * 86_400).default(3600),
-      downsampleWindow: seconds(86_400).default(300),
-    })
-    .prefault({}),
-  dbTimeout: z.number().nonnegative().max(3600).default(5),
-  connectionTimeout: seconds(3600).default(30),
-  maxRetryAttempts: z.number().int().min(1).max(1000).default(5),
-  initialBackoff: seconds(3600).default(1),
-  maxBackoff: seconds(86_400).default(300),
-  durability: z.enum(['full', 'normal']).default('full'),
-  stopTimeout: z.number().nonnegative().max(3600).default(5),
-  processor: z.custom<Processor>(hasMethods('process'), 'expected an object with a process() method').optional(),
-  processors: z
-    .array(z.custom<Processor>(hasMethods('process'), 'expected an object with a process() method'))
-    .max(100)
-    .readonly()
-    .optional(),
-  processorTimeout: seconds(3600).default(5),
-  localAnalytics: z.boolean().default(true),
-  alertDedupWindow: z
-    .number()
-    .nonnegative()
-    .max(86_400 * 31)
-    .default(60),
-  maxStoredAlerts: z.number().int().positive().max(100_000_000).default(10_000),
-  localHistory: z
-    .strictObject({
-      readings: z.number().int().nonnegative().max(1_000_000_000).default(0),
-      aggregates: z.number().int().positive().max(1_000_000_000).default(100_000),
-    })
-    .default({ readings: 0, aggregates: 100_000 }),
-  storage: z.custom<Storage>(hasMethods('open', 'append', 'sealNext'), 'expected a Storage').optional(),
-  transport: z.custom<Transport>(hasMethods('sendBatch', 'ping', 'close'), 'expected a Transport').optional(),
-  conflictResolver: z.custom<ConflictResolver>(hasMethods('resolve'), 'expected an object with resolve()').optional(),
-  conflictResolverTimeout: seconds(3600).default(5),
-  maxClockSkew: seconds(86_400).default(60),
-  clock: z.custom<() => number>((v) => typeof v === 'function', 'expected a function returning epoch ms').optional(),
-  logger: z
-    .custom<Logger>(hasMethods('debug', 'info', 'warn', 'error'), 'expected a pino-compatible logger')
-    .optional(),
-  metrics: z.boolean().default(false),
-  stallTimeout: seconds(86_400).optional(),
-  deadLetterWindow: seconds(30 * 86_400).default(900),
+  encryptionKey: z.optional(z.custom<EncryptionKey>(() => true)),
+  previousEncryptionKeys: z.optional(z.readonly(z.array(z.custom<EncryptionKey>(() => true)).check(z.maxLength(16)))),
+  syncStrategy: z._default(z.enum(['adaptive', 'fixed-interval', 'on-change']), 'adaptive'),
+  syncInterval: z._default(seconds(86_400), 60),
+  batchSize: z._default(int(1, 10_000), 100),
+  wireFormat: z._default(z.enum(['compact', 'json']), 'compact'),
+  compression: z._default(z.union([z.boolean(), z.strictObject({ level: int(1, 9) })]), true),
+  workerThreads: z._default(int(0, MAX_WORKER_THREADS), 0),
+  maxOfflineQueueSize: z._default(z.int().check(z.positive()), 1_000_000),
+  maxDatabaseSize: z.optional(int(MIN_MAX_SIZE_BYTES, Number.MAX_SAFE_INTEGER)),
+  retention: z.prefault(retentionSchema, {}),
+  dbTimeout: z._default(z.number().check(z.nonnegative(), z.lte(3600)), 5),
+  connectionTimeout: z._default(seconds(3600), 30),
+  maxRetryAttempts: z._default(int(1, 1000), 5),
+  initialBackoff: z._default(seconds(3600), 1),
+  maxBackoff: z._default(seconds(86_400), 300),
+  durability: z._default(z.enum(['full', 'normal']), 'full'),
+  stopTimeout: z._default(z.number().check(z.nonnegative(), z.lte(3600)), 5),
+  processor: z.optional(z.custom<Processor>(hasMethods('process'), 'expected an object with a process() method')),
+  processors: z.optional(
+    z.readonly(
+      z
+        .array(z.custom<Processor>(hasMethods('process'), 'expected an object with a process() method'))
+        .check(z.maxLength(100)),
+    ),
+  ),
+  processorTimeout: z._default(seconds(3600), 5),
+  localAnalytics: z._default(z.boolean(), true),
+  alertDedupWindow: z._default(z.number().check(z.nonnegative(), z.lte(86_400 * 31)), 60),
+  maxStoredAlerts: z._default(z.int().check(z.positive(), z.lte(100_000_000)), 10_000),
+  localHistory: z._default(
+    z.strictObject({
+      readings: z._default(int(0, 1_000_000_000), 0),
+      aggregates: z._default(z.int().check(z.positive(), z.lte(1_000_000_000)), 100_000),
+    }),
+    { readings: 0, aggregates: 100_000 },
+  ),
+  storage: z.optional(z.custom<Storage>(hasMethods('open', 'append', 'sealNext'), 'expected a Storage')),
+  transport: z.optional(z.custom<Transport>(hasMethods('sendBatch', 'ping', 'close'), 'expected a Transport')),
+  conflictResolver: z.optional(z.custom<ConflictResolver>(hasMethods('resolve'), 'expected an object with resolve()')),
+  conflictResolverTimeout: z._default(seconds(3600), 5),
+  maxClockSkew: z._default(seconds(86_400), 60),
+  clock: z.optional(z.custom<() => number>((v) => typeof v === 'function', 'expected a function returning epoch ms')),
+  logger: z.optional(
+    z.custom<Logger>(hasMethods('debug', 'info', 'warn', 'error'), 'expected a pino-compatible logger'),
+  ),
+  metrics: z._default(z.boolean(), false),
+  stallTimeout: z.optional(seconds(86_400)),
+  deadLetterWindow: z._default(seconds(30 * 86_400), 900),
 });
 
 /** Options after defaults, as the gateway uses them (see `EdgeGateway.options`). */
@@ -405,7 +411,7 @@ function editDistance(a: string, b: string): number {
 
 const KNOWN: Record<string, readonly string[]> = {
   '': Object.keys(optionsSchema.shape),
-  retention: Object.keys(optionsSchema.shape.retention.unwrap().shape),
+  retention: Object.keys(retentionSchema.shape),
 };
 
 function suggest(key: string, prefix: string): string {

@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from '../zod.js';
 
 /**
  * The records half of the sync protocol (DESIGN §4, docs/protocol.md): shared records pushed as mutations and
@@ -20,31 +20,38 @@ export const RECORD_LIMITS = {
 /** `[A-Za-z0-9_.-]`: collections appear in URL paths. */
 const collectionSchema = z
   .string()
-  .min(1)
-  .max(RECORD_LIMITS.collectionLength)
-  .regex(/^[A-Za-z0-9_.-]+$/, 'letters, digits, "_", "." and "-" only');
-const keySchema = z.string().min(1).max(RECORD_LIMITS.keyLength);
+  .check(
+    z.minLength(1),
+    z.maxLength(RECORD_LIMITS.collectionLength),
+    z.regex(/^[A-Za-z0-9_.-]+$/, 'letters, digits, "_", "." and "-" only'),
+  );
+const keySchema = z.string().check(z.minLength(1), z.maxLength(RECORD_LIMITS.keyLength));
 /** A hybrid logical clock stamp as written by {@link formatHlc}: 15-digit ms, '-', 6-digit counter. */
-export const hlcSchema = z.string().regex(/^\d{15}-\d{6}$/, 'a hybrid logical clock stamp (000000000000000-000000)');
+export const hlcSchema = z
+  .string()
+  .check(z.regex(/^\d{15}-\d{6}$/, 'a hybrid logical clock stamp (000000000000000-000000)'));
+
+/** Longest mutation id (`mid`); zod/mini schemas do not tell their bounds, so the server's message reads it here. */
+export const MID_MAX_LENGTH = 128;
 
 export const recordMutationSchema = z.strictObject({
   /** Unique per mutation: `{replicaId}:{local id}`. The server stores its outcome under it. */
-  mid: z.string().min(1).max(128),
+  mid: z.string().check(z.minLength(1), z.maxLength(MID_MAX_LENGTH)),
   collection: collectionSchema,
   key: keySchema,
   op: z.enum(['put', 'delete']),
   /** The new value (put only); any JSON. */
-  value: z.unknown().optional(),
+  value: z.optional(z.unknown()),
   /** The cloud version the edit was made on; 0 when the edge has never seen the record. */
-  baseVersion: z.number().int().nonnegative(),
+  baseVersion: z.int().check(z.nonnegative()),
   hlc: hlcSchema,
 });
 export type RecordMutation = z.infer<typeof recordMutationSchema>;
 
 export const pushRequestSchema = z.strictObject({
-  deviceId: z.string().min(1).max(256),
-  replicaId: z.string().min(1).max(64),
-  mutations: z.array(recordMutationSchema).min(1).max(RECORD_LIMITS.mutationsPerPush),
+  deviceId: z.string().check(z.minLength(1), z.maxLength(256)),
+  replicaId: z.string().check(z.minLength(1), z.maxLength(64)),
+  mutations: z.array(recordMutationSchema).check(z.minLength(1), z.maxLength(RECORD_LIMITS.mutationsPerPush)),
 });
 export type PushRequest = z.infer<typeof pushRequestSchema>;
 
@@ -55,7 +62,7 @@ export const cloudRecordSchema = z.object({
   value: z.unknown(),
   deleted: z.boolean(),
   /** Counts up by one on every applied change; 0 means the record never existed. */
-  version: z.number().int().nonnegative(),
+  version: z.int().check(z.nonnegative()),
   hlc: hlcSchema,
   /** The replica id that wrote it, or `cloud` for an edit through `PUT /records/...`. */
   origin: z.string(),
@@ -71,9 +78,9 @@ export const mutationResultSchema = z.discriminatedUnion('status', [
   z.object({
     mid: z.string(),
     status: z.literal('applied'),
-    version: z.number().int().positive(),
+    version: z.int().check(z.positive()),
     hlc: hlcSchema,
-    restamped: z.boolean().optional(),
+    restamped: z.optional(z.boolean()),
   }),
   z.object({ mid: z.string(), status: z.literal('conflict'), current: cloudRecordSchema }),
   z.object({ mid: z.string(), status: z.literal('rejected'), reason: z.string() }),
@@ -87,13 +94,13 @@ export const pushResponseSchema = z.object({
 export type PushResponse = z.infer<typeof pushResponseSchema>;
 
 /** One change of a pull page: the record's state after the change, and the server sequence it got. */
-export const recordChangeSchema = cloudRecordSchema.extend({ seq: z.number().int().positive() });
+export const recordChangeSchema = z.extend(cloudRecordSchema, { seq: z.int().check(z.positive()) });
 export type RecordChange = z.infer<typeof recordChangeSchema>;
 
 export const pullResponseSchema = z.object({
   changes: z.array(recordChangeSchema),
   /** Pass back as `cursor` for the next page; the `seq` of the last change, or the request's cursor. */
-  cursor: z.number().int().nonnegative(),
+  cursor: z.int().check(z.nonnegative()),
   hasMore: z.boolean(),
   serverTime: z.string(),
 });
@@ -101,8 +108,8 @@ export type PullResponse = z.infer<typeof pullResponseSchema>;
 
 /** Body of `PUT /records/{collection}/{key}`: a cloud-side edit. `deleted: true` makes a tombstone. */
 export const cloudEditSchema = z.strictObject({
-  value: z.unknown().optional(),
-  deleted: z.boolean().optional(),
+  value: z.optional(z.unknown()),
+  deleted: z.optional(z.boolean()),
 });
 
 export { collectionSchema as recordCollectionSchema, keySchema as recordKeySchema };

@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from '../zod.js';
 import { DATA_POINT_LIMITS } from './data-point.js';
 import { BATCH_VERSION } from './wire-version.js';
 
@@ -10,36 +10,41 @@ import { BATCH_VERSION } from './wire-version.js';
 export { BATCH_VERSION, JSON_BATCH_CONTENT_TYPE } from './wire-version.js';
 
 const tagsSchema = z
-  .record(z.string().min(1).max(DATA_POINT_LIMITS.tagKeyLength), z.string().max(DATA_POINT_LIMITS.tagValueLength))
-  .refine((tags) => Object.keys(tags).length <= DATA_POINT_LIMITS.tagCount, {
-    message: `at most ${DATA_POINT_LIMITS.tagCount} tags`,
-  });
+  .record(
+    z.string().check(z.minLength(1), z.maxLength(DATA_POINT_LIMITS.tagKeyLength)),
+    z.string().check(z.maxLength(DATA_POINT_LIMITS.tagValueLength)),
+  )
+  .check(
+    z.refine((tags) => Object.keys(tags).length <= DATA_POINT_LIMITS.tagCount, {
+      message: `at most ${DATA_POINT_LIMITS.tagCount} tags`,
+    }),
+  );
 
 /** The latest time a JavaScript Date can hold, in epoch ms: a later `ts` could be stored but never read back. */
 const MAX_TIMESTAMP_MS = 8.64e15;
 
 /** One reading (or processed record) on the wire. `ts` is epoch milliseconds, within the range of a Date. */
 export const wirePointSchema = z.strictObject({
-  seq: z.number().int().positive(),
-  sensorId: z.string().min(1).max(DATA_POINT_LIMITS.sensorIdLength),
-  ts: z.number().int().nonnegative().max(MAX_TIMESTAMP_MS),
-  value: z.number().optional(),
-  unit: z.string().max(DATA_POINT_LIMITS.unitLength).optional(),
-  tags: tagsSchema.optional(),
+  seq: z.int().check(z.positive()),
+  sensorId: z.string().check(z.minLength(1), z.maxLength(DATA_POINT_LIMITS.sensorIdLength)),
+  ts: z.int().check(z.nonnegative(), z.lte(MAX_TIMESTAMP_MS)),
+  value: z.optional(z.number()),
+  unit: z.optional(z.string().check(z.maxLength(DATA_POINT_LIMITS.unitLength))),
+  tags: z.optional(tagsSchema),
   /** Present on processed data: what a processor returned, as JSON. */
-  data: z.unknown().optional(),
+  data: z.optional(z.unknown()),
 });
 export type WirePoint = z.infer<typeof wirePointSchema>;
 
 /** The envelope of `POST /telemetry/batches`; points are checked one by one so that a bad one can be named. */
 export const batchEnvelopeSchema = z.object({
   v: z.literal(BATCH_VERSION),
-  deviceId: z.string().min(1).max(256),
-  replicaId: z.string().min(1).max(64),
-  batchNo: z.number().int().positive(),
-  firstSeq: z.number().int().positive(),
-  lastSeq: z.number().int().positive(),
-  points: z.array(z.unknown()).max(100_000),
+  deviceId: z.string().check(z.minLength(1), z.maxLength(256)),
+  replicaId: z.string().check(z.minLength(1), z.maxLength(64)),
+  batchNo: z.int().check(z.positive()),
+  firstSeq: z.int().check(z.positive()),
+  lastSeq: z.int().check(z.positive()),
+  points: z.array(z.unknown()).check(z.maxLength(100_000)),
 });
 export type BatchEnvelope = z.infer<typeof batchEnvelopeSchema>;
 
@@ -66,15 +71,15 @@ export interface ErrorBody {
 }
 
 export const batchAckSchema = z.object({
-  ackThroughBatchNo: z.number().int(),
-  accepted: z.number().int().nonnegative(),
-  duplicates: z.number().int().nonnegative(),
+  ackThroughBatchNo: z.int(),
+  accepted: z.int().check(z.nonnegative()),
+  duplicates: z.int().check(z.nonnegative()),
   serverTime: z.string(),
 });
 
 export const errorBodySchema = z.object({
   error: z.string(),
-  message: z.string().optional(),
-  rejected: z.array(z.object({ seq: z.number().int(), reason: z.string() })).optional(),
-  serverTime: z.string().optional(),
+  message: z.optional(z.string()),
+  rejected: z.optional(z.array(z.object({ seq: z.int(), reason: z.string() }))),
+  serverTime: z.optional(z.string()),
 });

@@ -1,8 +1,8 @@
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { z } from 'zod';
 import { ConfigError } from '../errors.js';
 import type { HealthStatus } from '../gateway/status.js';
+import * as z from '../zod.js';
 import { toHealthJson } from './health-json.js';
 import { type Answer, digest, type IngestTarget, ingest } from './ingest.js';
 import { TokenBucket } from './token-bucket.js';
@@ -59,18 +59,13 @@ const INGEST_PATH = '/api/v1/data';
 const ROUTES: Record<string, string> = { '/health': 'GET, HEAD', '/metrics': 'GET, HEAD', [INGEST_PATH]: 'POST' };
 
 const optionsSchema = z.strictObject({
-  port: z.number().int().min(0).max(65_535).default(8000),
-  host: z.string().min(1).default('127.0.0.1'),
-  maxBodyBytes: z
-    .number()
-    .int()
-    .min(1024)
-    .max(256 * 1024 * 1024)
-    .default(1024 * 1024),
-  rateLimit: z.number().nonnegative().max(1e9).default(5000),
-  burst: z.number().int().positive().max(1e9).optional(),
-  ingestToken: z.string().min(1).optional(),
-  closeTimeout: z.number().nonnegative().max(3600).default(5),
+  port: z._default(z.int().check(z.gte(0), z.lte(65_535)), 8000),
+  host: z._default(z.string().check(z.minLength(1)), '127.0.0.1'),
+  maxBodyBytes: z._default(z.int().check(z.gte(1024), z.lte(256 * 1024 * 1024)), 1024 * 1024),
+  rateLimit: z._default(z.number().check(z.nonnegative(), z.lte(1e9)), 5000),
+  burst: z.optional(z.int().check(z.positive(), z.lte(1e9))),
+  ingestToken: z.optional(z.string().check(z.minLength(1))),
+  closeTimeout: z._default(z.number().check(z.nonnegative(), z.lte(3600)), 5),
 });
 
 function resolve(options: HttpServerOptions) {

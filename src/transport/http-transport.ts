@@ -2,7 +2,6 @@ import { Agent as HttpAgent, request as httpRequest, type IncomingHttpHeaders, t
 import { createRequire } from 'node:module';
 import type { PeerCertificate } from 'node:tls';
 import { gzipSync } from 'node:zlib';
-import type { z } from 'zod';
 import { CertificatePinError, ConfigError, isCertificatePinError } from '../errors.js';
 import {
   type PullResponse,
@@ -12,6 +11,7 @@ import {
   pushResponseSchema,
 } from '../model/records-wire.js';
 import { batchAckSchema, errorBodySchema } from '../model/wire.js';
+import type * as z from '../zod.js';
 import { checkPins } from './certificate-pins.js';
 import { type CloudTlsOptions, cloudTlsProblems } from './cloud-tls.js';
 import { parseRetryAfter } from './retry-after.js';
@@ -283,7 +283,7 @@ export class HttpTransport implements Transport {
     path: string,
     headers: Record<string, string>,
     body: Uint8Array | undefined,
-    schema: z.ZodType<T>,
+    schema: z.ZodMiniType<T>,
     signal?: AbortSignal,
   ): Promise<ExchangeResult<T>> {
     let answer: Answer;

@@ -1,6 +1,6 @@
-import { z } from 'zod';
 import { ConfigError } from '../../errors.js';
 import type { NormalizedPoint } from '../../model/data-point.js';
+import * as z from '../../zod.js';
 import { SeriesStage, type StageOutput } from '../stage.js';
 import {
   commonOptions,
@@ -35,13 +35,9 @@ export interface DeadbandOptions {
 
 const schema = z.strictObject({
   ...commonOptions,
-  absolute: z.number().nonnegative().optional(),
-  percent: z.number().nonnegative().max(100_000).optional(),
-  heartbeat: z
-    .number()
-    .nonnegative()
-    .max(31 * 86_400)
-    .default(300),
+  absolute: z.optional(z.number().check(z.nonnegative())),
+  percent: z.optional(z.number().check(z.nonnegative(), z.lte(100_000))),
+  heartbeat: z._default(z.number().check(z.nonnegative(), z.lte(31 * 86_400)), 300),
 });
 
 /** The last forwarded reading of a series. */

@@ -1,5 +1,5 @@
-import { z } from 'zod';
 import type { NormalizedPoint } from '../../model/data-point.js';
+import * as z from '../../zod.js';
 import type { AlertSeverity } from '../alert.js';
 import { SeriesStage, type StageOutput } from '../stage.js';
 import {
@@ -39,11 +39,11 @@ export interface RateOfChangeOptions {
 
 const schema = z.strictObject({
   ...commonOptions,
-  per: z.enum(['second', 'minute', 'hour']).default('second'),
-  maxRate: z.number().nonnegative().optional(),
-  severity: z.enum(['info', 'warning', 'critical']).default('warning'),
-  emit: z.boolean().default(false),
-  suffix: z.string().min(1).max(64).default(':rate'),
+  per: z._default(z.enum(['second', 'minute', 'hour']), 'second'),
+  maxRate: z.optional(z.number().check(z.nonnegative())),
+  severity: z._default(z.enum(['info', 'warning', 'critical']), 'warning'),
+  emit: z._default(z.boolean(), false),
+  suffix: z._default(z.string().check(z.minLength(1), z.maxLength(64)), ':rate'),
 });
 
 const PER_MS = { second: 1000, minute: 60_000, hour: 3_600_000 } as const;

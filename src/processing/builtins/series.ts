@@ -1,5 +1,5 @@
-import { z } from 'zod';
 import { ConfigError } from '../../errors.js';
+import * as z from '../../zod.js';
 
 /**
  * Which tags, with the sensor id, tell one series from another: `all` of them, `none` (one series per sensor),
@@ -12,20 +12,20 @@ export type SensorSelector = readonly string[] | RegExp | ((sensorId: string) =>
 
 /** Options every built-in shares. @internal */
 export const commonOptions = {
-  name: z.string().min(1).max(128).optional(),
-  sensors: z
-    .union([
-      z.array(z.string()).readonly(),
+  name: z.optional(z.string().check(z.minLength(1), z.maxLength(128))),
+  sensors: z.optional(
+    z.union([
+      z.readonly(z.array(z.string())),
       z.instanceof(RegExp),
       z.custom<(sensorId: string) => boolean>((v) => typeof v === 'function', 'expected a function'),
-    ])
-    .optional(),
-  groupBy: z.union([z.enum(['all', 'none']), z.array(z.string().min(1)).readonly()]).default('all'),
-  maxSeries: z.number().int().positive().max(10_000_000).default(10_000),
+    ]),
+  ),
+  groupBy: z._default(z.union([z.enum(['all', 'none']), z.readonly(z.array(z.string().check(z.minLength(1))))]), 'all'),
+  maxSeries: z._default(z.int().check(z.positive(), z.lte(10_000_000)), 10_000),
 };
 
 /** Parses a built-in's options, throwing `ConfigError` that names the processor, the option and the value. @internal */
-export function parseOptions<T extends z.ZodType>(processor: string, schema: T, input: unknown): z.output<T> {
+export function parseOptions<T extends z.ZodMiniType>(processor: string, schema: T, input: unknown): z.output<T> {
   const parsed = schema.safeParse(input ?? {});
   if (parsed.success) return parsed.data;
   throw new ConfigError(

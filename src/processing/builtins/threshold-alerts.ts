@@ -1,6 +1,6 @@
-import { z } from 'zod';
 import { ConfigError } from '../../errors.js';
 import type { NormalizedPoint } from '../../model/data-point.js';
+import * as z from '../../zod.js';
 import type { AlertSeverity } from '../alert.js';
 import { SeriesStage, type StageOutput } from '../stage.js';
 import {
@@ -49,24 +49,20 @@ export interface ThresholdAlertsOptions {
 
 const ruleSchema = z.strictObject({
   sensors: commonOptions.sensors,
-  above: z.number().optional(),
-  below: z.number().optional(),
-  hysteresis: z.number().nonnegative().default(0),
-  hold: z
-    .number()
-    .nonnegative()
-    .max(31 * 86_400)
-    .default(0),
-  severity: z.enum(['info', 'warning', 'critical']).default('warning'),
-  notifyClear: z.boolean().default(true),
-  message: z.string().min(1).max(512).optional(),
+  above: z.optional(z.number()),
+  below: z.optional(z.number()),
+  hysteresis: z._default(z.number().check(z.nonnegative()), 0),
+  hold: z._default(z.number().check(z.nonnegative(), z.lte(31 * 86_400)), 0),
+  severity: z._default(z.enum(['info', 'warning', 'critical']), 'warning'),
+  notifyClear: z._default(z.boolean(), true),
+  message: z.optional(z.string().check(z.minLength(1), z.maxLength(512))),
 });
 
 const schema = z.strictObject({
   name: commonOptions.name,
   groupBy: commonOptions.groupBy,
   maxSeries: commonOptions.maxSeries,
-  rules: z.array(ruleSchema).min(1).max(1000),
+  rules: z.array(ruleSchema).check(z.minLength(1), z.maxLength(1000)),
 });
 
 /** One direction of one rule, as evaluated. */

@@ -1,5 +1,5 @@
-import { z } from 'zod';
 import type { NormalizedPoint } from '../../model/data-point.js';
+import * as z from '../../zod.js';
 import { SeriesStage, type StageOutput } from '../stage.js';
 import {
   commonOptions,
@@ -64,19 +64,11 @@ export interface AggregatePayload {
 
 const schema = z.strictObject({
   ...commonOptions,
-  window: z
-    .number()
-    .positive()
-    .max(31 * 86_400)
-    .default(300),
-  grace: z
-    .number()
-    .nonnegative()
-    .max(31 * 86_400)
-    .default(10),
-  forwardRaw: z.boolean().default(true),
-  closeOnClock: z.boolean().default(true),
-  clock: z.custom<() => number>((v) => typeof v === 'function', 'expected a function').optional(),
+  window: z._default(z.number().check(z.positive(), z.lte(31 * 86_400)), 300),
+  grace: z._default(z.number().check(z.nonnegative(), z.lte(31 * 86_400)), 10),
+  forwardRaw: z._default(z.boolean(), true),
+  closeOnClock: z._default(z.boolean(), true),
+  clock: z.optional(z.custom<() => number>((v) => typeof v === 'function', 'expected a function')),
 });
 
 /** One series: its open windows, oldest first, and how far its time has gone. */
