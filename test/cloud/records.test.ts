@@ -1044,6 +1044,7 @@ function suite(kind: CloudStoreKind): void {
       expect((await stats(second)).flaggedDevices).toMatchObject([{ deviceId: DEVICE, skewMs: HOUR }]);
     });
 
+    // SQLite only: a Redis record is a hash with no schema to add columns to (its new fields are tested above).
     it.skipIf(kind !== 'sqlite')(
       'adds the columns of the pull marks to a store file made before them, returning its older changes',
       async () => {
