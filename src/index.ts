@@ -51,6 +51,7 @@ export { DATA_POINT_LIMITS, DataPoint } from './model/data-point.js';
 export type {
   CloudRecord,
   MutationResult,
+  PullRequester,
   PullResponse,
   PushRequest,
   PushResponse,

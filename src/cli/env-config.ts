@@ -91,6 +91,8 @@ export const envSchema = z.object({
   INGEST_RATE_LIMIT: optional(z.coerce.number().nonnegative().max(1e9)),
   INGEST_BURST: optional(int(1, 1e9)),
   INGEST_TOKEN: optional(z.string().min(1)),
+  INGEST_IDEMPOTENCY_WINDOW_SECONDS: optional(positive(30 * 86_400)),
+  INGEST_IDEMPOTENCY_MAX_KEYS: optional(int(1, 10_000_000)),
 });
 
 /** Variables whose values are secrets: never echoed in an error, redacted from logs. */
@@ -252,5 +254,7 @@ export function httpOptionsFrom(config: EnvConfig): HttpServerOptions | undefine
   if (config.INGEST_RATE_LIMIT !== undefined) options.rateLimit = config.INGEST_RATE_LIMIT;
   if (config.INGEST_BURST) options.burst = config.INGEST_BURST;
   if (config.INGEST_TOKEN) options.ingestToken = config.INGEST_TOKEN;
+  if (config.INGEST_IDEMPOTENCY_WINDOW_SECONDS) options.idempotencyWindow = config.INGEST_IDEMPOTENCY_WINDOW_SECONDS;
+  if (config.INGEST_IDEMPOTENCY_MAX_KEYS) options.maxIdempotencyKeys = config.INGEST_IDEMPOTENCY_MAX_KEYS;
   return options;
 }

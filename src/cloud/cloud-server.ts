@@ -224,8 +224,9 @@ function checkOptions(options: CloudServerOptions): void {
  * The reference cloud sync server (`edge-gateway/cloud`): takes batches from gateways idempotently, stores them
  * with their acknowledgement in one transaction, and answers queries. Plain `node:http`, no framework.
  *
- * Access: every route but `GET /health` needs an API key. A key bound to devices may write, read and push records
- * only for those devices (403 otherwise), sees only their readings, and may not make cloud-side record edits;
+ * Access: every route but `GET /health` needs an API key. A key bound to devices may write, read, push records and
+ * name a records puller only for those devices (403 otherwise), sees only their readings, and may not make
+ * cloud-side record edits;
  * shared records are fleet-wide, readable by every key (see docs/security.md).
  *
  * @example
@@ -582,8 +583,11 @@ export class CloudServer {
     if (segments.length === 1 && request.method === 'POST' && first === 'push') {
       await this.#push(request, response, caller);
     } else if (segments.length === 1 && request.method === 'GET' && first === 'pull') {
-      const { cursor, limit } = this.#params(pullQuerySchema, url);
-      this.#send(response, 200, await this.#store.pullChanges(cursor, limit));
+      const { cursor, limit, deviceId, replicaId } = this.#params(pullQuerySchema, url);
+      // Naming a device is acting for it, as a push does: a bound key may name only its own.
+      if (deviceId !== undefined) this.#mayActFor(caller, deviceId);
+      const requester = deviceId !== undefined && replicaId !== undefined ? { deviceId, replicaId } : undefined;
+      this.#send(response, 200, await this.#store.pullChanges(cursor, limit, requester));
     } else if (segments.length === 1 && request.method === 'GET' && first === 'stats') {
       const stats = await this.#store.recordStats();
       const devices = caller.devices;

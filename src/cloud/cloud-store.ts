@@ -1,4 +1,10 @@
-import type { CloudRecord, MutationResult, RecordChange, RecordMutation } from '../model/records-wire.js';
+import type {
+  CloudRecord,
+  MutationResult,
+  PullRequester,
+  RecordChange,
+  RecordMutation,
+} from '../model/records-wire.js';
 import type { BatchAck, WirePoint } from '../model/wire.js';
 import type { RateDecision } from './rate-limiter.js';
 
@@ -78,8 +84,9 @@ export type RecordEdit = { op: 'put'; value: unknown } | { op: 'delete' };
 
 /** One page of changes, oldest first. */
 export interface ChangePage {
+  /** The changes of the page, without those left out for the requester. */
   changes: RecordChange[];
-  /** The `seq` of the last change returned, or the cursor asked for when there is none. */
+  /** The `seq` of the last change the page covered (returned or left out), or the cursor asked for when none. */
   cursor: number;
   /** Whether changes past `cursor` remain. */
   hasMore: boolean;
@@ -135,13 +142,20 @@ export interface CloudStore {
    * Decides the mutations of one push, in order, each atomically with storing its outcome under its `mid`: a `mid`
    * seen before gets its stored outcome, exactly; an `invalid` item is stored as `rejected` with its reason; else a
    * `baseVersion` equal to the record's current version (0 for a record that never existed) is applied at the next
-   * version with `stamp.hlc`, origin `context.replicaId` and the next change sequence number; else the answer is
+   * version with `stamp.hlc`, origin `context.replicaId` and the next change sequence number, and, unless
+   * `stamp.restamped`, marked as known to `context` at that version (see {@link pullChanges}); else the answer is
    * `conflict` with the current record. The SQLite store commits a push in one transaction (one fsync); a store may
    * commit item by item, as long as each item and its outcome go together.
    */
   pushMutations(context: MutationContext, items: readonly PushDecision[]): Promise<MutationResult[]>;
-  /** Records changed after `cursor`, in change order, each once, in its latest state; at most `limit`. */
-  pullChanges(cursor: number, limit: number): Promise<ChangePage>;
+  /**
+   * Records changed after `cursor`, in change order, each once, in its latest state: the page covers at most `limit`
+   * changes. With `requester`, it leaves out (but covers, moving the cursor past) each change whose record is still
+   * in the state a mutation of that device and replica wrote unrestamped, at the version its `applied` answer gave:
+   * the requester holds it already. Any later write, by anyone, clears that mark. A store that ignores `requester`
+   * is correct, only wasteful.
+   */
+  pullChanges(cursor: number, limit: number, requester?: PullRequester): Promise<ChangePage>;
   /** A record (a tombstone included), or `undefined` when it never existed. */
   getRecord(collection: string, key: string): Promise<CloudRecord | undefined>;
   /** Applies a cloud-side edit unconditionally: next version, origin `cloud`, the next change sequence number. */

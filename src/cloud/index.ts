@@ -8,6 +8,7 @@ export { CloudStoreError, isCloudStoreError } from '../errors.js';
 export type {
   CloudRecord,
   MutationResult,
+  PullRequester,
   PullResponse,
   PushRequest,
   PushResponse,

@@ -3,6 +3,7 @@ import {
   cloudEditSchema,
   MID_MAX_LENGTH,
   parseHlc,
+  pullRequesterSchema,
   pushRequestSchema,
   RECORD_LIMITS,
   type RecordMutation,
@@ -94,15 +95,23 @@ export function parsePush(body: Buffer, maxDepth: number): ParsedPush {
 }
 
 /** The query of `GET /records/pull`. */
-export const pullQuerySchema = z.object({
-  /** The `cursor` of the previous page; 0 (the default) starts from the first change. */
-  cursor: z
-    .string()
-    .regex(/^\d{1,15}$/, 'a non-negative integer')
-    .transform(Number)
-    .default(0),
-  limit: z.coerce.number().int().min(1).max(RECORD_LIMITS.changesPerPull).default(RECORD_LIMITS.changesPerPull),
-});
+export const pullQuerySchema = z
+  .object({
+    /** The `cursor` of the previous page; 0 (the default) starts from the first change. */
+    cursor: z
+      .string()
+      .regex(/^\d{1,15}$/, 'a non-negative integer')
+      .transform(Number)
+      .default(0),
+    limit: z.coerce.number().int().min(1).max(RECORD_LIMITS.changesPerPull).default(RECORD_LIMITS.changesPerPull),
+    /** Who pulls, both or neither: its own changes it already holds are left out (see `PullRequester`). */
+    deviceId: z.optional(pullRequesterSchema.shape.deviceId),
+    replicaId: z.optional(pullRequesterSchema.shape.replicaId),
+  })
+  .refine((query) => (query.deviceId === undefined) === (query.replicaId === undefined), {
+    message: 'give deviceId and replicaId together, or neither',
+    path: ['replicaId'],
+  });
 
 /** The collection and key of a record path's two segments (`/records/{collection}/{key}`, URL-encoded). */
 export function parseRecordPath(collectionSegment: string, keySegment: string): { collection: string; key: string } {

@@ -1,6 +1,6 @@
 import type { createClient, RedisArgument } from '@redis/client';
 import { CloudStoreError, ConfigError } from '../errors.js';
-import type { CloudRecord, MutationResult, RecordChange } from '../model/records-wire.js';
+import type { CloudRecord, MutationResult, PullRequester, RecordChange } from '../model/records-wire.js';
 import type { BatchAck, WirePoint } from '../model/wire.js';
 import {
   type ChangePage,
@@ -75,7 +75,7 @@ const SCAN_BATCHES = 64;
  * | `P batches` | zset | every batch entry: member its first reading id, score its last |
  * | `P device-batches:{deviceId}` | zset | the same, for one device |
  * | `P stats`, `P device-stats:{deviceId}` | hash | `points`, `batches`, `replays` |
- * | `P rec:{collection}:{key}` | hash | `value` (JSON, absent on a tombstone), `deleted`, `version`, `hlc`, `origin`, `seq` |
+ * | `P rec:{collection}:{key}` | hash | `value` (JSON, absent on a tombstone), `deleted`, `version`, `hlc`, `origin`, `seq`; `known-by`, `known-at`: the device whose unrestamped mutation wrote this state, and the version it was told |
  * | `P changes` | zset | every record, `{collection}:{key}`, scored by its last change's sequence number |
  * | `P change-seq` | string | the last change sequence number given |
  * | `P hlc-high` | string | the greatest stamp stored |
@@ -330,6 +330,8 @@ export class RedisCloudStore implements CloudStore {
         conflictHead,
         recordHead,
         JSON.stringify(neverExistedRecord(m.collection, m.key)),
+        // Known to its writer only as stored: a restamped write holds a stamp the device has not written.
+        stamp.restamped ? '' : context.deviceId,
       ],
     );
   }
@@ -345,15 +347,13 @@ export class RedisCloudStore implements CloudStore {
     ];
   }
 
-  async pullChanges(cursor: number, limit: number): Promise<ChangePage> {
-    const rows = await this.#run<(string | null)[][]>(
+  async pullChanges(cursor: number, limit: number, requester?: PullRequester): Promise<ChangePage> {
+    const [more, last, rows] = await this.#run<[number, string, (string | null)[][]]>(
       PULL_CHANGES,
       [this.#key('changes')],
-      [String(cursor), String(limit + 1), this.#key('rec:')],
+      [String(cursor), String(limit), this.#key('rec:'), requester?.deviceId ?? '', requester?.replicaId ?? ''],
     );
-    const hasMore = rows.length > limit;
-    const changes = (hasMore ? rows.slice(0, limit) : rows).map(toChange);
-    return { changes, cursor: changes.at(-1)?.seq ?? cursor, hasMore };
+    return { changes: rows.map(toChange), cursor: Number(last), hasMore: more === 1 };
   }
 
   async getRecord(collection: string, key: string): Promise<CloudRecord | undefined> {

@@ -33,7 +33,9 @@ end
 
 -- Writes a record's new state under the next change sequence number; a tombstone keeps no value.
 -- keys: record, change-seq, changes, hlc-high, record-counts. prev: the HMGET of version, deleted before.
-local function write(keys, member, deleted, value, version, hlc, origin, prev)
+-- known: the device that wrote exactly this state and was told this version, or '' (kept with the version in
+-- known-by and known-at, which the pull script checks against the record's version).
+local function write(keys, member, deleted, value, version, hlc, origin, prev, known)
   local seq = redis.call('INCR', keys[2])
   if deleted then
     redis.call('HDEL', keys[1], 'value')
@@ -41,6 +43,11 @@ local function write(keys, member, deleted, value, version, hlc, origin, prev)
   else
     redis.call('HSET', keys[1], 'value', value, 'deleted', '0', 'version', int(version), 'hlc', hlc,
       'origin', origin, 'seq', int(seq))
+  end
+  if known == '' then
+    redis.call('HDEL', keys[1], 'known-by', 'known-at')
+  else
+    redis.call('HSET', keys[1], 'known-by', known, 'known-at', int(version))
   end
   redis.call('ZADD', keys[3], int(seq), member)
   local high = redis.call('GET', keys[4])
@@ -102,7 +109,7 @@ return 1
  * KEYS: outcome (mid), record, change-seq, changes, hlc-high, record-counts.
  * ARGV: kind ('put' | 'delete' | 'reject'), the outcome JSON when applied (or rejected), baseVersion, value JSON,
  * hlc, origin, change member, the conflict outcome's JSON up to `current`, the current record's JSON up to
- * `value`, the never-existed record's JSON.
+ * `value`, the never-existed record's JSON, the device that will know the applied state ('' when restamped).
  * Returns the outcome JSON: the stored one for a mid seen before.
  */
 export const PUSH_MUTATION = script(`${RECORD_HELPERS}
@@ -116,7 +123,7 @@ local cur = redis.call('HMGET', KEYS[2], 'version', 'deleted', 'value', 'hlc', '
 local base = tonumber(ARGV[3])
 if (tonumber(cur[1]) or 0) == base then
   write({KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]}, ARGV[7], ARGV[1] == 'delete', ARGV[4], base + 1, ARGV[5],
-    ARGV[6], cur)
+    ARGV[6], cur, ARGV[11])
   redis.call('SET', KEYS[1], ARGV[2])
   return ARGV[2]
 end
@@ -137,24 +144,34 @@ return result
 export const EDIT_RECORD = script(`${RECORD_HELPERS}
 local cur = redis.call('HMGET', KEYS[1], 'version', 'deleted')
 local version = (tonumber(cur[1]) or 0) + 1
-write(KEYS, ARGV[5], ARGV[1] == '1', ARGV[2], version, ARGV[3], ARGV[4], cur)
+write(KEYS, ARGV[5], ARGV[1] == '1', ARGV[2], version, ARGV[3], ARGV[4], cur, '')
 return version
 `);
 
 /**
  * One consistent page of changes after a cursor: each record in its latest state, read in the same atomic step as
- * the index, so a page never shows a record at a newer state than its place in the index says.
- * KEYS: changes. ARGV: cursor, count, record key prefix.
- * Returns, per change: member, value (or false), deleted, version, hlc, origin, seq.
+ * the index, so a page never shows a record at a newer state than its place in the index says. The page covers at
+ * most `limit` changes and leaves out those the requester holds: written by its replica (origin) as its device was
+ * told, still at that version.
+ * KEYS: changes. ARGV: cursor, limit, record key prefix, requester's device id and replica id ('' for none).
+ * Returns `{hasMore (1 | 0), cursor, changes}`, `cursor` the seq of the last change covered (or the one given), per
+ * change: member, value (or false), deleted, version, hlc, origin, seq.
  */
 export const PULL_CHANGES = script(`
-local ids = redis.call('ZRANGE', KEYS[1], '(' .. ARGV[1], '+inf', 'BYSCORE', 'LIMIT', 0, tonumber(ARGV[2]))
+local limit = tonumber(ARGV[2])
+local device, replica = ARGV[4], ARGV[5]
+local ids = redis.call('ZRANGE', KEYS[1], '(' .. ARGV[1], '+inf', 'BYSCORE', 'LIMIT', 0, limit + 1)
+local cursor = ARGV[1]
 local out = {}
-for _, id in ipairs(ids) do
-  local r = redis.call('HMGET', ARGV[3] .. id, 'value', 'deleted', 'version', 'hlc', 'origin', 'seq')
-  out[#out + 1] = {id, r[1] or false, r[2], r[3], r[4], r[5], r[6]}
+for i = 1, math.min(#ids, limit) do
+  local id = ids[i]
+  local r = redis.call('HMGET', ARGV[3] .. id, 'deleted', 'version', 'hlc', 'origin', 'seq', 'known-by', 'known-at')
+  if r[5] then cursor = r[5] end
+  if device == '' or r[4] ~= replica or r[6] ~= device or r[7] ~= r[2] then
+    out[#out + 1] = {id, redis.call('HGET', ARGV[3] .. id, 'value') or false, r[1], r[2], r[3], r[4], r[5]}
+  end
 end
-return out
+return {#ids > limit and 1 or 0, cursor, out}
 `);
 
 /**

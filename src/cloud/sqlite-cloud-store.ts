@@ -1,7 +1,13 @@
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import BetterSqlite3, { type Database } from 'better-sqlite3-multiple-ciphers';
-import type { CloudRecord, MutationResult, RecordChange, RecordMutation } from '../model/records-wire.js';
+import type {
+  CloudRecord,
+  MutationResult,
+  PullRequester,
+  RecordChange,
+  RecordMutation,
+} from '../model/records-wire.js';
 import type { BatchAck } from '../model/wire.js';
 import {
   type ChangePage,
@@ -49,6 +55,8 @@ const SCHEMA = `
   CREATE TABLE IF NOT EXISTS cloud_meta (name TEXT PRIMARY KEY, value) WITHOUT ROWID;
   INSERT OR IGNORE INTO cloud_meta (name, value) VALUES ('change_seq', 0);
   -- One row per record, in its latest state; a tombstone keeps its row (value NULL) so that pulls carry deletes.
+  -- known_by, known_at: the device whose mutation wrote this state as sent (not restamped), and the version its
+  -- answer gave; a pull by that device and replica (origin) leaves the row out while version is still known_at.
   CREATE TABLE IF NOT EXISTS cloud_records (
     collection TEXT NOT NULL,
     key TEXT NOT NULL,
@@ -58,6 +66,8 @@ const SCHEMA = `
     hlc TEXT NOT NULL,
     origin TEXT NOT NULL,
     seq INTEGER NOT NULL,
+    known_by TEXT,
+    known_at INTEGER,
     PRIMARY KEY (collection, key)
   );
   CREATE UNIQUE INDEX IF NOT EXISTS cloud_records_by_seq ON cloud_records (seq);
@@ -99,6 +109,14 @@ const toRecord = (row: RecordRow): CloudRecord => ({
 
 const toChange = (row: RecordRow): RecordChange => ({ ...toRecord(row), seq: row.seq });
 
+/** Columns added since the first release, with their definitions: a store file made before gets them at open. */
+const ADDED_COLUMNS: Record<string, [string, string][]> = {
+  cloud_records: [
+    ['known_by', 'TEXT'],
+    ['known_at', 'INTEGER'],
+  ],
+};
+
 interface PointRow {
   id: number;
   device_id: string;
@@ -138,6 +156,12 @@ export class SqliteCloudStore implements CloudStore {
     this.#db.pragma('synchronous = FULL');
     this.#db.exec(SCHEMA);
     const db = this.#db;
+    for (const [table, columns] of Object.entries(ADDED_COLUMNS)) {
+      const present = new Set(db.prepare('SELECT name FROM pragma_table_info(?)').pluck().all(table) as string[]);
+      for (const [name, type] of columns) {
+        if (!present.has(name)) db.exec(`ALTER TABLE ${table} ADD COLUMN ${name} ${type}`);
+      }
+    }
     this.#statements = {
       lookup: db.prepare('SELECT hash, ack FROM ledger WHERE idempotency_key = ?'),
       insertLedger: db.prepare(
@@ -161,12 +185,20 @@ export class SqliteCloudStore implements CloudStore {
       ),
       hlcHigh: db.prepare("SELECT value FROM cloud_meta WHERE name = 'hlc_high'").pluck(),
       upsertRecord: db.prepare(
-        `INSERT INTO cloud_records (collection, key, value, deleted, version, hlc, origin, seq)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+        `INSERT INTO cloud_records (collection, key, value, deleted, version, hlc, origin, seq, known_by, known_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
          ON CONFLICT (collection, key) DO UPDATE SET value = excluded.value, deleted = excluded.deleted,
-           version = excluded.version, hlc = excluded.hlc, origin = excluded.origin, seq = excluded.seq`,
+           version = excluded.version, hlc = excluded.hlc, origin = excluded.origin, seq = excluded.seq,
+           known_by = excluded.known_by, known_at = excluded.known_at`,
       ),
-      changes: db.prepare('SELECT * FROM cloud_records WHERE seq > ? ORDER BY seq LIMIT ?'),
+      // known: the requester holds this state already (NULL without a requester); its value is not even read out.
+      changes: db.prepare(
+        `SELECT collection, key, deleted, version, hlc, origin, seq, known,
+           CASE WHEN known THEN NULL ELSE value END AS value
+         FROM (SELECT *, (origin = @replica AND known_by = @device AND known_at = version) AS known
+               FROM cloud_records WHERE seq > @cursor ORDER BY seq LIMIT @limit)
+         ORDER BY seq`,
+      ),
       recordCounts: db.prepare(
         'SELECT coalesce(sum(deleted = 0), 0) AS records, coalesce(sum(deleted), 0) AS tombstones FROM cloud_records',
       ),
@@ -278,7 +310,9 @@ export class SqliteCloudStore implements CloudStore {
     let result: MutationResult;
     if (m.baseVersion === (row?.version ?? 0)) {
       const version = m.baseVersion + 1;
-      this.#write(m.collection, m.key, m.op === 'delete', m.value, version, stamp.hlc, context.replicaId);
+      // Known to its writer only as stored: a restamped write holds a stamp the device has not written.
+      const knownBy = stamp.restamped ? null : context.deviceId;
+      this.#write(m.collection, m.key, m.op === 'delete', m.value, version, stamp.hlc, context.replicaId, knownBy);
       result = {
         mid: m.mid,
         status: 'applied',
@@ -306,11 +340,18 @@ export class SqliteCloudStore implements CloudStore {
     return result;
   }
 
-  async pullChanges(cursor: number, limit: number): Promise<ChangePage> {
-    const rows = this.#statements.changes.all(cursor, limit + 1) as RecordRow[];
+  async pullChanges(cursor: number, limit: number, requester?: PullRequester): Promise<ChangePage> {
+    const rows = this.#statements.changes.all({
+      cursor,
+      limit: limit + 1,
+      device: requester?.deviceId ?? null,
+      replica: requester?.replicaId ?? null,
+    }) as (RecordRow & { known: number | null })[];
     const hasMore = rows.length > limit;
     const page = hasMore ? rows.slice(0, limit) : rows;
-    return { changes: page.map(toChange), cursor: page.at(-1)?.seq ?? cursor, hasMore };
+    const changes: RecordChange[] = [];
+    for (const row of page) if (row.known !== 1) changes.push(toChange(row));
+    return { changes, cursor: page.at(-1)?.seq ?? cursor, hasMore };
   }
 
   async getRecord(collection: string, key: string): Promise<CloudRecord | undefined> {
@@ -326,7 +367,7 @@ export class SqliteCloudStore implements CloudStore {
         const version = (row?.version ?? 0) + 1;
         const deleted = edit.op === 'delete';
         const value = edit.op === 'put' ? (edit.value ?? null) : null;
-        this.#write(collection, key, deleted, value, version, hlc, 'cloud');
+        this.#write(collection, key, deleted, value, version, hlc, 'cloud', null);
         return { collection, key, value, deleted, version, hlc, origin: 'cloud' };
       })
       .immediate();
@@ -357,7 +398,10 @@ export class SqliteCloudStore implements CloudStore {
     return this.#statements.hlcHigh.get() as string | undefined;
   }
 
-  /** Writes a record's new state under the next change sequence number; a tombstone keeps no value. */
+  /**
+   * Writes a record's new state under the next change sequence number; a tombstone keeps no value. `knownBy`: the
+   * device that wrote exactly this state and was told `version`, or null.
+   */
   #write(
     collection: string,
     key: string,
@@ -366,11 +410,23 @@ export class SqliteCloudStore implements CloudStore {
     version: number,
     hlc: string,
     origin: string,
+    knownBy: string | null,
   ): void {
     const s = this.#statements;
     const seq = s.nextSeq.get() as number;
     const json = deleted ? null : JSON.stringify(value ?? null);
-    s.upsertRecord.run(collection, key, json, deleted ? 1 : 0, version, hlc, origin, seq);
+    s.upsertRecord.run(
+      collection,
+      key,
+      json,
+      deleted ? 1 : 0,
+      version,
+      hlc,
+      origin,
+      seq,
+      knownBy,
+      knownBy === null ? null : version,
+    );
     s.raiseHlc.run(hlc);
   }
 

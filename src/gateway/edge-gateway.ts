@@ -38,6 +38,14 @@ import { HttpTransport } from '../transport/http-transport.js';
 import type { Transport } from '../transport/transport.js';
 import { type EncryptionOptions, encryptionPlan } from './encryption-options.js';
 import { GroupCommit, type GroupExtras } from './group-commit.js';
+import {
+  type IngestKeyBounds,
+  type IngestKeyClaim,
+  type IngestKeyLookup,
+  IngestKeys,
+  ledgerWrite,
+  type PendingIngestKey,
+} from './ingest-keys.js';
 import { LocalProcessing } from './local-processing.js';
 import { type HistoryQuery, type QueryResult, queryHistory } from './local-query.js';
 import {
@@ -150,6 +158,8 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
   readonly #recentDeadLetters: RecentCount;
   /** Set by `enableEncryption({ inTransit: true })`: an http:// cloudUrl is refused from then on. */
   #requireTls = false;
+  /** Idempotency keys of the HTTP ingest endpoint held by requests in flight. */
+  readonly #ingestKeys = new IngestKeys();
   /**
    * Shared records, kept in step with the cloud both ways: `put`, `get`, `delete`, `list`, `watch`. Reads work
    * offline; writes are durable at once. Available after `start()`.
@@ -183,7 +193,7 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
       written: () => this.#sync?.noteRecordWrite(),
       watcherFailed: (error) => this.#backgroundError(error as Error),
     });
-    this.#commit = new GroupCommit((rows, dead, extras) => this.#commitRows(rows, dead, extras));
+    this.#commit = new GroupCommit((rows, dead, extras, keys) => this.#commitRows(rows, dead, extras, keys));
     this.#encoder = encoderFor(undefined, this.#options.workerThreads, this.#logger);
     this.#local = new LocalProcessing(
       {
@@ -615,11 +625,18 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
       : new NotStartedError(method);
   }
 
-  #commitRows(rows: OutboxInsert[], dead: DeadLetterInsert[], extras: GroupExtras | undefined): void {
+  #commitRows(
+    rows: OutboxInsert[],
+    dead: DeadLetterInsert[],
+    extras: GroupExtras | undefined,
+    keys: readonly PendingIngestKey[],
+  ): void {
     const wasEmpty = this.#storage.pendingCount() === 0;
     let added = rows.length;
+    const ingestKeys = keys.length > 0 ? () => ledgerWrite(keys, this.#now()) : undefined;
     try {
-      if (extras || this.#local.keepsHistory) added = this.#local.store(rows, dead, extras);
+      if (extras || this.#local.keepsHistory) added = this.#local.store(rows, dead, extras, ingestKeys);
+      else if (ingestKeys) this.#storage.append(rows, dead, ingestKeys());
       else this.#storage.append(rows, dead);
     } catch (error) {
       // Rows sealed into a batch since #checkRoom took all the room drop-oldest could make: refused, as at intake.
@@ -653,16 +670,21 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
    * `ValidationError` (nothing stored), `QueueFullError`, or `GatewayStoppedError`.
    */
   sendData(point: DataPoint | DataPointInput): Promise<boolean> {
+    return this.#keyedSendData(point, undefined);
+  }
+
+  // sendData(), with the idempotency key of an HTTP ingest request to commit with the reading.
+  #keyedSendData(point: DataPoint | DataPointInput, key: IngestKeyClaim | undefined): Promise<boolean> {
     const metrics = this.#metrics;
-    if (!metrics) return this.#sendData(point);
+    if (!metrics) return this.#sendData(point, key);
     const startedAt = performance.now();
-    return this.#sendData(point).then((stored) => {
+    return this.#sendData(point, key).then((stored) => {
       metrics.intake(startedAt, stored ? 1 : 0);
       return stored;
     });
   }
 
-  #sendData(point: DataPoint | DataPointInput): Promise<boolean> {
+  #sendData(point: DataPoint | DataPointInput, key: IngestKeyClaim | undefined): Promise<boolean> {
     const refused = this.#inputError('sendData');
     if (refused) return Promise.reject(refused);
     let normalized: NormalizedPoint;
@@ -671,10 +693,10 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
     } catch (error) {
       return Promise.reject(error);
     }
-    if (!this.#local.idle) return this.#local.processOne(normalized, 'sendData');
+    if (!this.#local.idle) return this.#local.processOne(normalized, 'sendData', key);
     const full = this.#checkRoom(1);
     if (full) return Promise.reject(full);
-    return this.#commit.add(normalized);
+    return this.#commit.add(normalized, key && { claim: key, accepted: 1, stored: () => 1 });
   }
 
   /**
@@ -682,16 +704,21 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
    * `ValidationError` lists every problem with its index). Resolves with how many readings were stored.
    */
   sendBatch(points: readonly (DataPoint | DataPointInput)[]): Promise<number> {
+    return this.#keyedSendBatch(points, undefined);
+  }
+
+  // sendBatch(), with the idempotency key of an HTTP ingest request to commit with the readings.
+  #keyedSendBatch(points: readonly (DataPoint | DataPointInput)[], key: IngestKeyClaim | undefined): Promise<number> {
     const metrics = this.#metrics;
-    if (!metrics) return this.#sendBatch(points);
+    if (!metrics) return this.#sendBatch(points, key);
     const startedAt = performance.now();
-    return this.#sendBatch(points).then((stored) => {
+    return this.#sendBatch(points, key).then((stored) => {
       metrics.intake(startedAt, stored);
       return stored;
     });
   }
 
-  #sendBatch(points: readonly (DataPoint | DataPointInput)[]): Promise<number> {
+  #sendBatch(points: readonly (DataPoint | DataPointInput)[], key: IngestKeyClaim | undefined): Promise<number> {
     const refused = this.#inputError('sendBatch');
     if (refused) return Promise.reject(refused);
     if (!Array.isArray(points)) {
@@ -706,10 +733,25 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
     }
     if (issues.length > 0) return Promise.reject(new ValidationError(issues));
     if (normalized.length === 0) return Promise.resolve(0);
-    if (!this.#local.idle) return this.#local.process(normalized, 'sendBatch');
+    if (!this.#local.idle) return this.#local.process(normalized, 'sendBatch', key);
     const full = this.#checkRoom(normalized.length);
     if (full) return Promise.reject(full);
-    return this.#commit.addAll(normalized).then(() => normalized.length);
+    const count = normalized.length;
+    return this.#commit
+      .addAll(normalized, key && { claim: key, accepted: count, stored: () => count })
+      .then(() => count);
+  }
+
+  // The wall clock the idempotency window is measured by: the `clock` option in tests.
+  #now(): number {
+    return (this.#options.clock ?? Date.now)();
+  }
+
+  // Looks an HTTP ingest request's idempotency key up, and holds it for the request when it is new.
+  #claimIngestKey(idempotencyKey: string, hash: string, bounds: IngestKeyBounds): IngestKeyLookup {
+    const refused = this.#inputError('sendData');
+    if (refused) throw refused;
+    return this.#ingestKeys.claim(this.#storage, idempotencyKey, hash, bounds, this.#now());
   }
 
   #tracked<T>(work: Promise<T>): Promise<T> {
@@ -1214,8 +1256,9 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
 
   /**
    * Serves `GET /health` (the health check as JSON, 503 when unhealthy), `GET /metrics` (Prometheus text) and
-   * `POST /api/v1/data` (local ingest: one reading or an array, answered once they are durable) over HTTP, on
-   * 127.0.0.1:8000 unless told otherwise. Opt-in: the library serves nothing unless asked. `close()` the server
+   * `POST /api/v1/data` (local ingest: one reading or an array, answered once they are durable; with an
+   * `Idempotency-Key`, a retry is answered the first answer and stores nothing) over HTTP, on 127.0.0.1:8000 unless
+   * told otherwise. Opt-in: the library serves nothing unless asked. `close()` the server
    * before `stop()`ping the gateway.
    *
    * @example
@@ -1227,7 +1270,16 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
    */
   async serveHttp(options: HttpServerOptions = {}): Promise<GatewayHttpServer> {
     const [{ serveGateway }] = await Promise.all([import('../ops/http-server.js'), this.#enableMetrics()]);
-    return serveGateway(this, options);
+    return serveGateway(
+      {
+        healthCheck: () => this.healthCheck(),
+        metrics: () => this.metrics(),
+        sendData: (point, key) => this.#keyedSendData(point, key),
+        sendBatch: (points, key) => this.#keyedSendBatch(points, key),
+        claimIngestKey: (idempotencyKey, hash, bounds) => this.#claimIngestKey(idempotencyKey, hash, bounds),
+      },
+      options,
+    );
   }
 }
 

@@ -1,6 +1,7 @@
 import type { RaisedAlert } from '../processing/processing-scope.js';
 import type { StagedReading } from '../processing/processor-chain.js';
 import type { DeadLetterInsert, OutboxInsert } from '../storage/storage.js';
+import type { PendingIngestKey } from './ingest-keys.js';
 
 /** Largest group: past this many rows in one tick, the group commits at once, so memory stays bounded. */
 export const MAX_GROUP_ROWS = 8192;
@@ -14,23 +15,33 @@ export interface GroupExtras {
   tick: boolean;
 }
 
+/** Stores one group, in one transaction. */
+export type CommitGroup = (
+  rows: OutboxInsert[],
+  dead: DeadLetterInsert[],
+  extras: GroupExtras | undefined,
+  keys: readonly PendingIngestKey[],
+) => void;
+
 /**
  * Group commit: every row added in the same tick of the event loop goes into one transaction, and every caller
  * of that tick shares one promise, settled after the commit. Durability then costs one fsync per tick, not one per
- * reading, and a burst costs one allocation per tick, not one promise per reading. Alerts, and the readings the
- * built-in processors still have to see, ride in the same transaction as the rows they came with.
+ * reading, and a burst costs one allocation per tick, not one promise per reading. Alerts, the readings the
+ * built-in processors still have to see, and the ingest endpoint's idempotency keys ride in the same transaction as
+ * the rows they came with.
  */
 export class GroupCommit {
-  readonly #commit: (rows: OutboxInsert[], dead: DeadLetterInsert[], extras: GroupExtras | undefined) => void;
+  readonly #commit: CommitGroup;
   #rows: OutboxInsert[] = [];
   #dead: DeadLetterInsert[] = [];
   #extras: GroupExtras | undefined;
+  #keys: PendingIngestKey[] = [];
   #promise: Promise<true> | undefined;
   #resolve: ((value: true) => void) | undefined;
   #reject: ((error: unknown) => void) | undefined;
   #immediate: NodeJS.Immediate | undefined;
 
-  constructor(commit: (rows: OutboxInsert[], dead: DeadLetterInsert[], extras: GroupExtras | undefined) => void) {
+  constructor(commit: CommitGroup) {
     this.#commit = commit;
   }
 
@@ -39,15 +50,20 @@ export class GroupCommit {
     return this.#rows.length + (this.#extras?.staged.length ?? 0);
   }
 
-  /** Adds one row; the promise settles when its transaction commits or fails. */
-  add(row: OutboxInsert): Promise<true> {
+  /**
+   * Adds one row, with the idempotency key of its ingest request if it has one; the promise settles when its
+   * transaction commits or fails.
+   */
+  add(row: OutboxInsert, key?: PendingIngestKey): Promise<true> {
     this.#rows.push(row);
+    if (key) this.#keys.push(key);
     return this.#pending();
   }
 
-  /** Adds rows that must commit together (a batch lands in one transaction). */
-  addAll(rows: readonly OutboxInsert[]): Promise<true> {
+  /** Adds rows that must commit together (a batch lands in one transaction), with their request's key if any. */
+  addAll(rows: readonly OutboxInsert[], key?: PendingIngestKey): Promise<true> {
     for (const row of rows) this.#rows.push(row);
+    if (key) this.#keys.push(key);
     return this.#pending();
   }
 
@@ -64,9 +80,11 @@ export class GroupCommit {
     staged: readonly StagedReading[];
     alerts: readonly RaisedAlert[];
     tick?: boolean;
+    key?: PendingIngestKey | undefined;
   }): Promise<true> {
     for (const row of work.rows) this.#rows.push(row);
     for (const dead of work.dead) this.#dead.push(dead);
+    if (work.key) this.#keys.push(work.key);
     if (work.staged.length > 0 || work.alerts.length > 0 || work.tick) {
       this.#extras ??= { staged: [], alerts: [], tick: false };
       for (const entry of work.staged) this.#extras.staged.push(entry);
@@ -77,9 +95,10 @@ export class GroupCommit {
   }
 
   /** Adds one reading for the built-in processors (the hot path of `sendData()` with a chain). */
-  addStaged(entry: StagedReading): Promise<true> {
+  addStaged(entry: StagedReading, key?: PendingIngestKey): Promise<true> {
     this.#extras ??= { staged: [], alerts: [], tick: false };
     this.#extras.staged.push(entry);
+    if (key) this.#keys.push(key);
     return this.#pending();
   }
 
@@ -103,17 +122,19 @@ export class GroupCommit {
     const rows = this.#rows;
     const dead = this.#dead;
     const extras = this.#extras;
+    const keys = this.#keys;
     const resolve = this.#resolve;
     const reject = this.#reject;
     this.#rows = [];
     this.#dead = [];
     this.#extras = undefined;
+    this.#keys = [];
     this.#promise = undefined;
     this.#resolve = undefined;
     this.#reject = undefined;
     this.#immediate = undefined;
     try {
-      this.#commit(rows, dead, extras);
+      this.#commit(rows, dead, extras, keys);
     } catch (error) {
       reject?.(error);
       return;

@@ -5,8 +5,9 @@ import { ALERT_SEVERITIES, type Alert, type AlertQuery } from '../processing/ale
 import type { RaisedAlert } from '../processing/processing-scope.js';
 import { DataProcessor, type Processor, processorName } from '../processing/processor.js';
 import { type IntakeOutcome, ProcessorChain, type StagedReading } from '../processing/processor-chain.js';
-import type { DeadLetterInsert, OutboxInsert, Storage, StoredAlert } from '../storage/storage.js';
+import type { DeadLetterInsert, IngestKeyWrite, OutboxInsert, Storage, StoredAlert } from '../storage/storage.js';
 import type { GroupCommit, GroupExtras } from './group-commit.js';
+import type { IngestKeyClaim } from './ingest-keys.js';
 import { parseTime } from './local-query.js';
 import type { ResolvedOptions } from './options.js';
 import type { DroppedEvent } from './status.js';
@@ -210,9 +211,10 @@ export class LocalProcessing {
    * Runs readings through the chain and stores the outcome in one transaction. Resolves with how many readings
    * were kept (stored, or counted into a window). When every custom processor answers synchronously, what the
    * chain made is in the group commit before this returns, as plain intake is; otherwise the work is tracked so
-   * that `stop()` can wait for it.
+   * that `stop()` can wait for it. `key`, the ingest request's idempotency key, is committed with what the readings
+   * gave, even when that is nothing.
    */
-  process(points: readonly NormalizedPoint[], method: string): Promise<number> {
+  process(points: readonly NormalizedPoint[], method: string, key?: IngestKeyClaim): Promise<number> {
     const chain = this.#chain;
     let pending = false;
     const outcomes = points.map((point) => {
@@ -220,24 +222,25 @@ export class LocalProcessing {
       if (outcome instanceof Promise) pending = true;
       return outcome;
     });
-    if (!pending) return this.#settle(points, outcomes as IntakeOutcome[], method, chain);
-    return this.#host.track(Promise.all(outcomes).then((done) => this.#settle(points, done, method, chain)));
+    if (!pending) return this.#settle(points, outcomes as IntakeOutcome[], method, chain, key);
+    return this.#host.track(Promise.all(outcomes).then((done) => this.#settle(points, done, method, chain, key)));
   }
 
   /** `process()` for one reading, with a shorter path for the usual case: a chain of built-ins, nothing failing. */
-  processOne(point: NormalizedPoint, method: string): Promise<boolean> {
+  processOne(point: NormalizedPoint, method: string, key?: IngestKeyClaim): Promise<boolean> {
     const chain = this.#chain;
     const outcome = chain.run(point);
     if (!(outcome instanceof Promise) && chain.stages.length > 0 && isPlain(outcome)) {
       const full = this.#host.checkRoom(1);
       if (full) return Promise.reject(full);
       const entry: StagedReading = { point: outcome.readings[0] as NormalizedPoint, kept: false };
-      return this.#host.commit.addStaged(entry).then(() => entry.kept);
+      const pending = key && { claim: key, accepted: 1, stored: () => (entry.kept ? 1 : 0) };
+      return this.#host.commit.addStaged(entry, pending).then(() => entry.kept);
     }
     const settled =
       outcome instanceof Promise
-        ? this.#host.track(outcome.then((done) => this.#settle([point], [done], method, chain)))
-        : this.#settle([point], [outcome], method, chain);
+        ? this.#host.track(outcome.then((done) => this.#settle([point], [done], method, chain, key)))
+        : this.#settle([point], [outcome], method, chain, key);
     return settled.then((kept) => kept > 0);
   }
 
@@ -246,6 +249,7 @@ export class LocalProcessing {
     outcomes: readonly IntakeOutcome[],
     method: string,
     chain: ProcessorChain,
+    key: IngestKeyClaim | undefined,
   ): Promise<number> {
     // stop() waited for these readings up to its deadline and closed the database: nothing of them was stored.
     if (this.#host.stopped()) return Promise.reject(new GatewayStoppedError(method));
@@ -282,7 +286,14 @@ export class LocalProcessing {
     if (firstFailure) this.#host.reportError(firstFailure);
     const commit = this.#host.commit;
     const incoming = rows.length + staged.length;
-    if (incoming === 0 && alerts.length === 0 && dead.length === 0) return Promise.resolve(0);
+    // Read once committed: the built-ins decide in the commit whether a staged reading is kept.
+    const kept = () => {
+      let count = rows.length;
+      for (const entry of staged) if (entry.kept) count++;
+      return count;
+    };
+    const pending = key && { claim: key, accepted: points.length, stored: kept };
+    if (incoming === 0 && alerts.length === 0 && dead.length === 0 && !pending) return Promise.resolve(0);
     const full = incoming > 0 ? this.#host.checkRoom(incoming) : undefined;
     if (full) {
       // Alerts and dead letters are kept even when the readings do not fit.
@@ -292,20 +303,24 @@ export class LocalProcessing {
         return Promise.reject(full);
       });
     }
-    return commit.addProcessed({ rows, dead, staged, alerts }).then(() => {
+    return commit.addProcessed({ rows, dead, staged, alerts, key: pending }).then(() => {
       reportDrop?.();
-      let kept = rows.length;
-      for (const entry of staged) if (entry.kept) kept++;
-      return kept;
+      return kept();
     });
   }
 
   /**
    * Stores a group commit that needs more than `append()`: runs the built-ins on its readings, then writes rows,
-   * dead letters, alerts, aggregates and state in one transaction, and emits the new alerts once it committed.
-   * Returns the number of outbox rows it added.
+   * dead letters, alerts, aggregates, state and `ingestKeys` (made once the built-ins ran, which decide what a
+   * request stored) in one transaction, and emits the new alerts once it committed. Returns the number of outbox
+   * rows it added.
    */
-  store(rows: OutboxInsert[], dead: DeadLetterInsert[], extras: GroupExtras | undefined): number {
+  store(
+    rows: OutboxInsert[],
+    dead: DeadLetterInsert[],
+    extras: GroupExtras | undefined,
+    ingestKeys?: () => IngestKeyWrite,
+  ): number {
     const storage = this.#host.storage;
     const stages =
       this.#chain.stages.length > 0 && extras
@@ -329,6 +344,7 @@ export class LocalProcessing {
         maxAggregates: this.#options.localHistory.aggregates,
         maxHistory: this.#options.localHistory.readings,
         state: stages?.state ?? [],
+        ingestKeys: ingestKeys?.(),
       }).raised;
       added = storage.pendingCount() - before;
     } catch (error) {

@@ -166,7 +166,10 @@ export interface EdgeGatewayOptions extends CloudTlsOptions {
    * server applies the same bound, default 60). @default 60
    */
   maxClockSkew?: number;
-  /** The wall clock, epoch ms: records' hybrid logical clock reads it. For tests. @default Date.now */
+  /**
+   * The wall clock, epoch ms: records' hybrid logical clock, retention's `maxDays` and the ingest endpoint's
+   * idempotency window read it. For tests. @default Date.now
+   */
   clock?: (() => number) | undefined;
   /** A pino-compatible logger. @default silent */
   logger?: Logger | undefined;

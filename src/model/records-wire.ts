@@ -55,6 +55,15 @@ export const pushRequestSchema = z.strictObject({
 });
 export type PushRequest = z.infer<typeof pushRequestSchema>;
 
+/**
+ * Who pulls: the `deviceId` and `replicaId` of its pushes, sent as query parameters of `GET /records/pull`. With
+ * both, the server leaves out the changes whose stored state is exactly what this replica's own accepted mutation
+ * wrote, at the version its `applied` answer gave: the puller holds those already. A change the server restamped,
+ * and any change written by someone else since, still comes. Without them (older gateways), every change comes.
+ */
+export const pullRequesterSchema = z.pick(pushRequestSchema, { deviceId: true, replicaId: true });
+export type PullRequester = z.infer<typeof pullRequesterSchema>;
+
 /** A record as the cloud holds it (and as a pull returns it). A deleted record is a tombstone: `value` null. */
 export const cloudRecordSchema = z.object({
   collection: z.string(),
@@ -98,9 +107,14 @@ export const recordChangeSchema = z.extend(cloudRecordSchema, { seq: z.int().che
 export type RecordChange = z.infer<typeof recordChangeSchema>;
 
 export const pullResponseSchema = z.object({
+  /** Fewer than `limit`, even none, when the page covered changes left out for the puller (see {@link PullRequester}). */
   changes: z.array(recordChangeSchema),
-  /** Pass back as `cursor` for the next page; the `seq` of the last change, or the request's cursor. */
+  /**
+   * Pass back as `cursor` for the next page: the `seq` of the last change the page covered, returned or left out;
+   * the request's cursor when it covered none.
+   */
   cursor: z.int().check(z.nonnegative()),
+  /** Whether changes past `cursor` remain: ask again, even after a page with no changes. */
   hasMore: z.boolean(),
   serverTime: z.string(),
 });

@@ -32,6 +32,20 @@ export interface HttpServerOptions {
   ingestToken?: string | undefined;
   /** Seconds `close()` waits for requests in flight (an ingest waits for its commit) before cutting them. @default 5 */
   closeTimeout?: number;
+  /**
+   * Seconds an `Idempotency-Key` of `POST /api/v1/data` is remembered from the commit of its readings: a retry
+   * within the window is answered the first answer again and stores nothing; after it, the key is forgotten and may
+   * be used again. A day covers a client that retries after a night offline or a restart of either side, and costs
+   * little: an entry is about 180 bytes with a UUID key, and `maxIdempotencyKeys` bounds them. At most 30 days.
+   * @default 86400
+   */
+  idempotencyWindow?: number;
+  /**
+   * Most idempotency keys kept in the local database. Past it the oldest are forgotten before their window ends
+   * (a retry of one of those stores its readings again): raise it when clients send more keys than this in a
+   * window. About 18 MB at the default with UUID keys, in the local database. @default 100000
+   */
+  maxIdempotencyKeys?: number;
 }
 
 /** A running HTTP server of the gateway, from `EdgeGateway.serveHttp()`. */
@@ -66,6 +80,8 @@ const optionsSchema = z.strictObject({
   burst: z.optional(z.int().check(z.positive(), z.lte(1e9))),
   ingestToken: z.optional(z.string().check(z.minLength(1))),
   closeTimeout: z._default(z.number().check(z.nonnegative(), z.lte(3600)), 5),
+  idempotencyWindow: z._default(z.number().check(z.positive(), z.lte(30 * 86_400)), 86_400),
+  maxIdempotencyKeys: z._default(z.int().check(z.gte(1), z.lte(10_000_000)), 100_000),
 });
 
 function resolve(options: HttpServerOptions) {
@@ -111,6 +127,7 @@ export async function serveGateway(
         ? new TokenBucket(settings.rateLimit, settings.burst ?? Math.max(1, Math.ceil(2 * settings.rateLimit)))
         : undefined,
     tokenDigest: settings.ingestToken === undefined ? undefined : digest(settings.ingestToken),
+    idempotency: { windowMs: Math.round(settings.idempotencyWindow * 1000), maxKeys: settings.maxIdempotencyKeys },
   };
   let closing: Promise<void> | undefined;
 

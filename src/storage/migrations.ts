@@ -160,6 +160,22 @@ export const MIGRATIONS: readonly string[] = [
   );
   CREATE INDEX history_by_sensor ON history (sensor_id, ts);
   `,
+  // Idempotency keys of the local ingest endpoint.
+  `
+  -- Idempotency-Key headers of POST /api/v1/data, each written in the transaction that stored its request's readings,
+  -- so that a key is known exactly when its readings are stored, crash or not. hash: sha-256 of the request body,
+  -- hex; accepted and stored: the answer given, replayed to a retry. id orders keys by arrival (a key used again
+  -- after its expiry gets a new row); bounded by expires_at and by count, the oldest pruned by later keyed requests.
+  CREATE TABLE ingest_ledger (
+    id INTEGER PRIMARY KEY,
+    idempotency_key TEXT NOT NULL UNIQUE,
+    hash TEXT NOT NULL,
+    accepted INTEGER NOT NULL,
+    stored INTEGER NOT NULL,
+    received_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+  );
+  `,
 ];
 
 /** Brings the schema to the latest version. Returns the version it found. */

@@ -14,6 +14,7 @@ import {
   reencryptFile,
   removeRekeyLeftovers,
 } from './encryption.js';
+import { IngestLedger } from './ingest-ledger.js';
 import { LocalTables } from './local-tables.js';
 import { MIGRATIONS, migrate, verifySchema } from './migrations.js';
 import {
@@ -32,6 +33,8 @@ import type {
   DeadLetter,
   DeadLetterInsert,
   HistoryRow,
+  IngestKeyEntry,
+  IngestKeyWrite,
   IntakeResult,
   IntakeWork,
   OutboxInsert,
@@ -237,6 +240,7 @@ function prepareStatements(db: Database) {
     deadLetters: db.prepare('SELECT * FROM dead_letters ORDER BY id DESC LIMIT ?'),
     deadLetterCount: db.prepare('SELECT count(*) FROM dead_letters').pluck(),
     tables: new LocalTables(db),
+    ledger: new IngestLedger(db),
     // One wrapper for every transaction: db.transaction() makes several functions each time it is called.
     transaction: db.transaction((work: () => unknown) => work()),
   };
@@ -810,9 +814,13 @@ export class SqliteStorage implements Storage {
    * Appends in one transaction. Under a `drop-oldest` or `downsample-oldest` retention policy it first makes room,
    * in the same transaction, for rows that would pass `maxRows` (or throws `QueueFullError` when rows sealed into
    * batches leave too little), and when the size budget refuses the write it frees room in a transaction of its own
-   * and tries again.
+   * and tries again. `ingestKeys` go into the same transaction, in the `ingest_ledger` table.
    */
-  append(rows: readonly OutboxInsert[], deadLetters: readonly DeadLetterInsert[] = []): number {
+  append(
+    rows: readonly OutboxInsert[],
+    deadLetters: readonly DeadLetterInsert[] = [],
+    ingestKeys?: IngestKeyWrite,
+  ): number {
     const first = this.#nextSeq;
     this.#admit(rows.length, () => {
       this.#insertRows(rows, first);
@@ -820,6 +828,7 @@ export class SqliteStorage implements Storage {
         const now = Date.now();
         for (const dead of deadLetters) this.#insertDead(dead, now);
       }
+      if (ingestKeys) this.#s.ledger.write(ingestKeys);
       return rows.length;
     });
     return first;
@@ -875,6 +884,7 @@ export class SqliteStorage implements Storage {
       tables.storeAggregates(work.aggregates, work.maxAggregates);
       tables.storeHistory(work.rows, work.maxHistory);
       tables.writeState(work.state);
+      if (work.ingestKeys) this.#s.ledger.write(work.ingestKeys);
       return seq - first;
     });
     return { firstSeq: first, raised };
@@ -922,6 +932,10 @@ export class SqliteStorage implements Storage {
 
   alerts(query: StoredAlertQuery): StoredAlert[] {
     return this.#s.tables.alerts(this.#database, query);
+  }
+
+  lookupIngestKey(idempotencyKey: string, now: number): IngestKeyEntry | undefined {
+    return this.#s.ledger.lookup(idempotencyKey, now);
   }
 
   processorState(processor: string): Map<string, string> {

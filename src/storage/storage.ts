@@ -137,6 +137,31 @@ export interface StateWrite {
   value: string | null;
 }
 
+/**
+ * An `Idempotency-Key` of the local ingest endpoint (`POST /api/v1/data`) with the answer its request got; written
+ * in the transaction that stored the request's readings (see {@link Storage.lookupIngestKey}).
+ */
+export interface IngestKeyEntry {
+  /** The header's value, as the client sent it. */
+  idempotencyKey: string;
+  /** sha-256 of the request body, hex. */
+  hash: string;
+  /** The answer: readings in the request, and readings stored. */
+  accepted: number;
+  stored: number;
+  /** Epoch ms from which the key is forgotten, and may be used again. */
+  expiresAt: number;
+}
+
+/** Idempotency keys to write with an intake, and the bounds of the keys kept. */
+export interface IngestKeyWrite {
+  entries: readonly IngestKeyEntry[];
+  /** Epoch ms of the write: keys expired by then are removed, oldest first, a few per write. */
+  now: number;
+  /** Most keys kept: past it the oldest go, expired or not. */
+  maxEntries: number;
+}
+
 /** Everything one group commit stores, in one transaction. */
 export interface IntakeWork {
   rows: readonly OutboxInsert[];
@@ -152,6 +177,8 @@ export interface IntakeWork {
   /** Most raw readings kept for local queries (a copy of the `reading` rows); 0 keeps none. */
   maxHistory: number;
   state: readonly StateWrite[];
+  /** Idempotency keys of the ingest endpoint whose readings this intake stores; see {@link Storage.append}. */
+  ingestKeys?: IngestKeyWrite | undefined;
 }
 
 /** What {@link Storage.intake} did. */
@@ -209,8 +236,12 @@ export interface Storage {
   close(): void;
   /** A UUID made with the store; sequence numbers are scoped to it. Valid after `open()`. */
   readonly replicaId: string;
-  /** Appends rows and dead letters in one transaction; returns the first assigned seq. */
-  append(rows: readonly OutboxInsert[], deadLetters?: readonly DeadLetterInsert[]): number;
+  /**
+   * Appends rows and dead letters in one transaction; returns the first assigned seq. `ingestKeys` are the ingest
+   * endpoint's idempotency keys for these rows: a storage that has {@link Storage.lookupIngestKey} writes them in the
+   * same transaction (replacing an expired entry of the same key), so that a key is stored exactly when its rows are.
+   */
+  append(rows: readonly OutboxInsert[], deadLetters?: readonly DeadLetterInsert[], ingestKeys?: IngestKeyWrite): number;
   /** Rows accepted and not yet acknowledged by the cloud (dead letters excluded). */
   pendingCount(): number;
   /** The oldest sealed, unacknowledged batch. */
@@ -280,6 +311,12 @@ export interface Storage {
   aggregates?(range: SeriesRange): AggregateInsert[];
   /** Raw readings of one sensor kept for local queries, oldest first. */
   history?(range: SeriesRange): HistoryRow[];
+  /**
+   * The idempotency key of the ingest endpoint `idempotencyKey`, unless it expired by `now` (epoch ms), as written
+   * by {@link Storage.append} or {@link Storage.intake}. Optional: without it, the ingest endpoint refuses requests
+   * that carry an `Idempotency-Key` (501) rather than store their readings without the key.
+   */
+  lookupIngestKey?(idempotencyKey: string, now: number): IngestKeyEntry | undefined;
   /** A small string value kept with the store. */
   getMeta(key: string): string | undefined;
   setMeta(key: string, value: string): void;

@@ -342,8 +342,11 @@ export class RecordsSync {
   async #pull(transport: Transport, signal: AbortSignal, cycle: RecordsCycle): Promise<boolean> {
     const { storage, listener } = this.#o;
     const clock = this.#o.clock();
+    const from = storage.pullCursor();
+    // As the pusher of its own changes: the cloud leaves out those this replica holds already.
+    const requester = { deviceId: this.#o.deviceId, replicaId: this.#o.replicaId() };
     const sentAt = performance.now();
-    const answer = await transport.pullRecords?.(storage.pullCursor(), PULL_PAGE_SIZE, signal);
+    const answer = await transport.pullRecords?.(from, PULL_PAGE_SIZE, signal, requester);
     if (!answer) return false;
     if (answer.status !== 'ok') {
       this.#failed(cycle, answer, 'pull');
@@ -351,11 +354,13 @@ export class RecordsSync {
     }
     const { changes, cursor, hasMore, serverTime } = answer.body;
     this.#noteServerTime(cycle, serverTime, performance.now() - sentAt);
-    const applied = storage.applyPulled(changes.map(fromCloud), cursor);
+    // A page may hold no change and still move the cursor past changes left out; with neither, nothing to write.
+    const applied = changes.length === 0 && cursor === from ? [] : storage.applyPulled(changes.map(fromCloud), cursor);
     for (const change of changes) clock.receive(change.hlc);
     cycle.pulled += applied.length;
     if (applied.length > 0) listener.changed(applied.map(toSyncRecord));
-    return hasMore && changes.length > 0;
+    // Only while the cursor moves: a cloud that says hasMore without moving it would be asked again for ever.
+    return hasMore && cursor > from;
   }
 }
 

@@ -1,4 +1,4 @@
-import { gunzipSync, inflateSync, strFromU8 } from 'fflate';
+import { gunzipSync, inflateRawSync } from 'node:zlib';
 import { COMPACT_BATCH_CONTENT_TYPE, decodeCompactRaw } from '../model/compact-codec.js';
 import type { WirePoint } from '../model/wire.js';
 import type { OutgoingBatch, PingResult, SendResult, Transport } from '../transport/transport.js';
@@ -117,7 +117,7 @@ export class MemoryTransport implements Transport {
 }
 
 function decode(batch: OutgoingBatch): RecordedBatch['body'] {
-  if (batch.contentType === COMPACT_BATCH_CONTENT_TYPE) return decodeCompactRaw(inflateSync(batch.body));
+  if (batch.contentType === COMPACT_BATCH_CONTENT_TYPE) return decodeCompactRaw(inflateRawSync(batch.body));
   const raw = batch.contentEncoding === 'gzip' ? gunzipSync(batch.body) : batch.body;
-  return JSON.parse(strFromU8(raw)) as RecordedBatch['body'];
+  return JSON.parse(new TextDecoder().decode(raw)) as RecordedBatch['body'];
 }

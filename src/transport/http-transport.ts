@@ -4,6 +4,7 @@ import type { PeerCertificate } from 'node:tls';
 import { gzipSync } from 'node:zlib';
 import { CertificatePinError, ConfigError, isCertificatePinError } from '../errors.js';
 import {
+  type PullRequester,
   type PullResponse,
   type PushRequest,
   type PushResponse,
@@ -272,8 +273,18 @@ export class HttpTransport implements Transport {
     );
   }
 
-  async pullRecords(cursor: number, limit: number, signal?: AbortSignal): Promise<ExchangeResult<PullResponse>> {
-    const path = `records/pull?cursor=${encodeURIComponent(cursor)}&limit=${encodeURIComponent(limit)}`;
+  async pullRecords(
+    cursor: number,
+    limit: number,
+    signal?: AbortSignal,
+    requester?: PullRequester,
+  ): Promise<ExchangeResult<PullResponse>> {
+    const query = new URLSearchParams({ cursor: String(cursor), limit: String(limit) });
+    if (requester) {
+      query.set('deviceId', requester.deviceId);
+      query.set('replicaId', requester.replicaId);
+    }
+    const path = `records/pull?${query}`;
     const node = this.#node;
     return this.#failedOver(await this.#jsonExchange('GET', path, {}, undefined, pullResponseSchema, signal), node);
   }

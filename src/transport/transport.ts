@@ -1,4 +1,4 @@
-import type { PullResponse, PushRequest, PushResponse } from '../model/records-wire.js';
+import type { PullRequester, PullResponse, PushRequest, PushResponse } from '../model/records-wire.js';
 import type { BatchAck, RejectedPoint } from '../model/wire.js';
 
 /**
@@ -81,8 +81,17 @@ export interface Transport {
   ping(signal?: AbortSignal): Promise<PingResult>;
   /** Pushes record mutations (`POST /records/push`). Absent on transports without records sync. */
   pushRecords?(request: PushRequest, signal?: AbortSignal): Promise<ExchangeResult<PushResponse>>;
-  /** Pulls record changes after `cursor` (`GET /records/pull`). Absent on transports without records sync. */
-  pullRecords?(cursor: number, limit: number, signal?: AbortSignal): Promise<ExchangeResult<PullResponse>>;
+  /**
+   * Pulls record changes after `cursor` (`GET /records/pull`), as `requester` when given: the cloud then leaves out
+   * the requester's own changes it already holds (a transport that ignores `requester` gets every change, which is
+   * correct, only wasteful). Absent on transports without records sync.
+   */
+  pullRecords?(
+    cursor: number,
+    limit: number,
+    signal?: AbortSignal,
+    requester?: PullRequester,
+  ): Promise<ExchangeResult<PullResponse>>;
   /** Releases connections. Safe to call twice. */
   close(): Promise<void>;
 }

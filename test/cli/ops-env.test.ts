@@ -15,6 +15,8 @@ describe('the HTTP and health variables', () => {
       INGEST_RATE_LIMIT: '0',
       INGEST_BURST: '500',
       INGEST_TOKEN: 'tok-123456',
+      INGEST_IDEMPOTENCY_WINDOW_SECONDS: '3600',
+      INGEST_IDEMPOTENCY_MAX_KEYS: '5000',
       STOP_TIMEOUT_SECONDS: '0',
       STALL_TIMEOUT_SECONDS: '120',
       DEAD_LETTER_WINDOW_SECONDS: '60',
@@ -26,6 +28,8 @@ describe('the HTTP and health variables', () => {
       rateLimit: 0,
       burst: 500,
       ingestToken: 'tok-123456',
+      idempotencyWindow: 3600,
+      maxIdempotencyKeys: 5000,
     });
     expect(gatewayOptionsFrom(config)).toMatchObject({ stopTimeout: 0, stallTimeout: 120, deadLetterWindow: 60 });
   });

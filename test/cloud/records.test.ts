@@ -1,4 +1,6 @@
 import { gzipSync } from 'node:zlib';
+import { createClient } from '@redis/client';
+import BetterSqlite3 from 'better-sqlite3-multiple-ciphers';
 import { describe, expect, it } from 'vitest';
 import {
   type CloudRecord,
@@ -96,6 +98,10 @@ async function pushOk(server: CloudServer, mutations: unknown[], options: SendOp
   expect(sent.response.status, sent.text).toBe(200);
   return sent.results;
 }
+
+/** The query parameters that name the puller (this file's device and replica unless told). */
+const as = (deviceId = DEVICE, replicaId = REPLICA) =>
+  `deviceId=${encodeURIComponent(deviceId)}&replicaId=${encodeURIComponent(replicaId)}`;
 
 async function pull(server: CloudServer, query: string) {
   const { response, json } = await request(server, 'GET', `/records/pull${query}`);
@@ -644,6 +650,200 @@ function suite(kind: CloudStoreKind): void {
     }
   });
 
+  describe('GET /records/pull with deviceId and replicaId', () => {
+    /** A push from another device and replica than this file's. */
+    async function pushFrom(server: CloudServer, deviceId: string, replicaId: string, mutations: unknown[]) {
+      const { response, json } = await request(server, 'POST', '/records/push', { deviceId, replicaId, mutations });
+      expect(response.status).toBe(200);
+      return json.results as MutationResult[];
+    }
+
+    /** Moves a record to its next version as a server without the marks would: leaving those of the write before. */
+    async function writeAsOlderServer(named: Partial<CloudServerOptions>, key: string): Promise<void> {
+      if (kind === 'sqlite') {
+        const db = new BetterSqlite3(named.dbPath as string);
+        try {
+          db.prepare(
+            `UPDATE cloud_records SET value = '"older"', version = version + 1 WHERE collection = 'setpoints' AND key = ?`,
+          ).run(key);
+        } finally {
+          db.close();
+        }
+        return;
+      }
+      const client = createClient({ url: named.redisUrl as string, RESP: 3 });
+      await client.connect();
+      try {
+        await client.sendCommand(['HINCRBY', `{edge-gateway}:rec:setpoints:${key}`, 'version', '1']);
+        await client.sendCommand(['HSET', `{edge-gateway}:rec:setpoints:${key}`, 'value', '"older"']);
+      } finally {
+        client.destroy();
+      }
+    }
+
+    it('leaves out the changes the requester pushed itself, moving the cursor past them', async () => {
+      const server = await listen();
+      await pushOk(server, [put('a', 1, 0), put('b', 1, 0), del('b', 1)]);
+
+      expect(await pull(server, `?cursor=0&${as()}`)).toMatchObject({ changes: [], cursor: 3, hasMore: false });
+      expect((await pull(server, `?cursor=0&${as('device-2', 'replica-2')}`)).changes).toMatchObject([
+        { key: 'a', value: 1, version: 1, origin: REPLICA, seq: 1 },
+        { key: 'b', deleted: true, version: 2, origin: REPLICA, seq: 3 },
+      ]);
+    });
+
+    it('returns every change, its own included, to a pull that names no requester (gateways before it)', async () => {
+      const server = await listen();
+      await pushOk(server, [put('a', 1, 0), put('b', 1, 0)]);
+
+      expect(await pull(server, '?cursor=0')).toMatchObject({
+        changes: [
+          { key: 'a', origin: REPLICA },
+          { key: 'b', origin: REPLICA },
+        ],
+        cursor: 2,
+        hasMore: false,
+      });
+    });
+
+    it('covers limit changes a page, returning those not left out, so that a page may hold none yet go on', async () => {
+      const server = await listen();
+      await pushOk(
+        server,
+        Array.from({ length: 5 }, (_, i) => put(`own-${i}`, i, 0)),
+      );
+      await request(server, 'PUT', recordPath('operator'), { value: 'cloud' });
+      await pushOk(
+        server,
+        Array.from({ length: 3 }, (_, i) => put(`own-${5 + i}`, i, 0)),
+      );
+
+      const pages: [string[], number, boolean][] = [];
+      let cursor = 0;
+      for (let hasMore = true; hasMore; ) {
+        const page = await pull(server, `?cursor=${cursor}&limit=4&${as()}`);
+        pages.push([page.changes.map((c) => c.key), page.cursor, page.hasMore]);
+        cursor = page.cursor;
+        hasMore = page.hasMore;
+        if (pages.length > 5) throw new Error('pull does not end');
+      }
+
+      expect(pages).toEqual([
+        [[], 4, true],
+        [['operator'], 8, true],
+        [[], 9, false],
+      ]);
+    });
+
+    it("returns a change the server restamped to its author, who holds the stamp it wrote, not the server's", async () => {
+      const server = await listen();
+      const fast = put('a', 1, 0, { hlc: stamp(T0 + HOUR) });
+      await pushOk(server, [fast, put('b', 1, 0)]);
+
+      expect((await pull(server, `?${as()}`)).changes).toEqual([
+        {
+          collection: 'setpoints',
+          key: 'a',
+          value: 1,
+          deleted: false,
+          version: 1,
+          hlc: stamp(T0),
+          origin: REPLICA,
+          seq: 1,
+        },
+      ]);
+    });
+
+    it("returns its own change once another write replaced it: a cloud-side edit, another replica's push", async () => {
+      const server = await listen();
+      await pushOk(server, [put('a', 1, 0), put('b', 1, 0), put('c', 1, 0)]);
+      await request(server, 'PUT', recordPath('a'), { value: 'cloud' });
+      await pushFrom(server, 'device-2', 'replica-2', [{ ...put('b', 'other', 1), mid: 'replica-2:1' }]);
+
+      expect((await pull(server, `?cursor=3&${as()}`)).changes).toMatchObject([
+        { key: 'a', value: 'cloud', version: 2, origin: 'cloud' },
+        { key: 'b', value: 'other', version: 2, origin: 'replica-2' },
+      ]);
+    });
+
+    it('leaves out its own write made on the version of a cloud-side edit, which it had to know to write on it', async () => {
+      const server = await listen();
+      await pushOk(server, [put('a', 1, 0)]);
+      await request(server, 'PUT', recordPath('a'), { value: 'cloud' });
+
+      await pushOk(server, [put('a', 'edge again', 2)]);
+
+      expect(await pull(server, `?${as()}`)).toMatchObject({ changes: [], cursor: 3 });
+    });
+
+    it("returns the cloud's record to a requester whose push conflicted with it", async () => {
+      const server = await listen();
+      await request(server, 'PUT', recordPath('a'), { value: 'cloud' });
+      const [result] = await pushOk(server, [put('a', 'edge', 0)]);
+
+      expect(result).toMatchObject({ status: 'conflict' });
+      expect((await pull(server, `?${as()}`)).changes).toMatchObject([{ key: 'a', value: 'cloud', origin: 'cloud' }]);
+    });
+
+    it('returns what its replica pushed under another device id, and what another replica pushed under its own', async () => {
+      const server = await listen();
+      await pushOk(server, [put('a', 1, 0)], { deviceId: 'device-2' });
+      // A gateway whose database was made anew: the same device id, another replica, which holds none of it.
+      await pushFrom(server, DEVICE, 'replica-before', [{ ...put('b', 1, 0), mid: 'replica-before:1' }]);
+
+      expect((await pull(server, `?${as()}`)).changes.map((c) => c.key)).toEqual(['a', 'b']);
+    });
+
+    it('returns a change whose version moved past the one its writer was told, even when the marks stayed', async () => {
+      const named = store.options('cloud');
+      const server = await listen(named);
+      await pushOk(server, [put('a', 1, 0), put('b', 1, 0)]);
+
+      await writeAsOlderServer(named, 'a');
+
+      expect((await pull(server, `?${as()}`)).changes).toMatchObject([{ key: 'a', value: 'older', version: 2 }]);
+    });
+
+    it('keeps leaving out a change after its push is replayed and answered from the stored outcome', async () => {
+      const server = await listen();
+      const m = put('a', 1, 0);
+      await pushOk(server, [m]);
+
+      await pushOk(server, [m]);
+
+      expect(await pull(server, `?${as()}`)).toMatchObject({ changes: [], cursor: 1 });
+    });
+
+    for (const [label, query] of [
+      ['deviceId without replicaId', `?deviceId=${DEVICE}`],
+      ['replicaId without deviceId', `?replicaId=${REPLICA}`],
+      ['an empty deviceId', `?deviceId=&replicaId=${REPLICA}`],
+    ] as const) {
+      it(`answers 400 to ${label}`, async () => {
+        const server = await listen();
+
+        const { response, json } = await request(server, 'GET', `/records/pull${query}`);
+
+        expect(response.status).toBe(400);
+        expect(json).toMatchObject({ error: 'bad_request', message: expect.stringMatching(/deviceId|replicaId/) });
+      });
+    }
+
+    it('answers 403 when a key bound to devices names another device, as for a push', async () => {
+      const server = await listen({ apiKeys: [{ key: KEY, devices: [DEVICE] }] });
+      await pushOk(server, [put('a', 1, 0)]);
+
+      const other = await request(server, 'GET', `/records/pull?${as('device-2')}`);
+      const own = await pull(server, `?${as()}`);
+      const unnamed = await pull(server, '');
+
+      expect(other.response.status).toBe(403);
+      expect(other.json).toMatchObject({ error: 'forbidden' });
+      expect(own).toMatchObject({ changes: [], cursor: 1 });
+      expect(unnamed.changes.map((c) => c.key)).toEqual(['a']);
+    });
+  });
+
   describe('PUT and GET /records/{collection}/{key}', () => {
     it('stores a cloud-side edit stamped by the server clock, and GET returns it', async () => {
       const server = await listen();
@@ -843,5 +1043,24 @@ function suite(kind: CloudStoreKind): void {
 
       expect((await stats(second)).flaggedDevices).toMatchObject([{ deviceId: DEVICE, skewMs: HOUR }]);
     });
+
+    // SQLite only: a Redis record is a hash with no schema to add columns to (its new fields are tested above).
+    it.skipIf(kind !== 'sqlite')(
+      'adds the columns of the pull marks to a store file made before them, returning its older changes',
+      async () => {
+        const named = store.options('cloud');
+        const first = await listen(named);
+        await pushOk(first, [put('a', 1, 0)]);
+        await first.close();
+        const db = new BetterSqlite3(named.dbPath as string);
+        db.exec('ALTER TABLE cloud_records DROP COLUMN known_by; ALTER TABLE cloud_records DROP COLUMN known_at');
+        db.close();
+
+        const second = await listen(named);
+        await pushOk(second, [put('b', 1, 0)]);
+
+        expect(await pull(second, `?${as()}`)).toMatchObject({ changes: [{ key: 'a' }], cursor: 2 });
+      },
+    );
   });
 }

@@ -13,6 +13,8 @@ import {
   type StorageError,
   ThresholdAlerts,
 } from '../../src/index.js';
+import { SqliteStorage } from '../../src/storage/sqlite-storage.js';
+import { encodeBatch } from '../../src/sync/batch-codec.js';
 import { startCloudServer, type ThrowawayCloud } from '../../src/testing/index.js';
 import { mulberry32 } from '../chaos/lib/chaos-config.js';
 import { startCloudGate } from '../chaos/lib/cloud-gate.js';
@@ -264,6 +266,33 @@ describe('EdgeGateway retention', () => {
       const values = (await cloud.points(gateway.options.deviceId)).map((p) => p.value as number);
       expect(values.sort((a, b) => a - b)).toEqual([...range(0, 9), ...range(70, 109)]);
       expect(values.length + total('drop-oldest') + total('queue-full')).toBe(50 + 20 + 41 + 40);
+    });
+
+    it('counts the readings a processor chain holds when rows sealed meanwhile leave no room at the commit', async () => {
+      // The storage is ours, so that a batch can be sealed between sendBatch()'s room check and its commit, as the
+      // sync loop may: the readings, all held by the built-in for the commit, are refused there, and counted.
+      const storage = new SqliteStorage({ path: tempDbPath() });
+      const gateway = new EdgeGateway({
+        deviceId: 'held-at-commit',
+        storage,
+        maxOfflineQueueSize: 50,
+        retention: { cleanupStrategy: 'drop-oldest' },
+        processors: [new ThresholdAlerts({ rules: [{ sensors: ['s1'], above: 1e9, severity: 'info' }] })],
+      });
+      defer(() => gateway.stop());
+      await gateway.start();
+      const { dropped } = watch(gateway);
+      expect(await gateway.sendBatch(readingsOf(50))).toBe(50);
+
+      const late = gateway.sendBatch(readingsOf(10, { from: 50, start: T0 + 50_000 }));
+      const sealed = storage.sealNext(50, (batchNo, rows) =>
+        encodeBatch({ deviceId: 'held-at-commit', replicaId: storage.replicaId }, batchNo, rows, { level: 6 }),
+      );
+      expect(sealed?.count).toBe(50);
+      await expect(late).rejects.toSatisfy(isQueueFullError);
+      expect(dropped).toEqual([expect.objectContaining({ reason: 'queue-full', count: 10 })]);
+      expect(gateway.getStatus().dropped).toMatchObject({ 'queue-full': 10 });
+      expect(gateway.getStatus().pendingSyncCount).toBe(50);
     });
 
     it('stays within maxDatabaseSize by dropping the oldest, never refusing, every drop counted', async () => {

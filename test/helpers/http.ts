@@ -17,8 +17,8 @@ export interface RecordedRequest {
   at: number;
 }
 
-/** Answers one request; `index` counts requests from 0. */
-export type TestHandler = (request: RecordedRequest, response: ServerResponse, index: number) => void | Promise<void>;
+/** Answers one request; `index` counts requests from 0. What it returns (or resolves to) is not used. */
+export type TestHandler = (request: RecordedRequest, response: ServerResponse, index: number) => unknown;
 
 export interface TestServer {
   /** `http://127.0.0.1:{port}/api/v1`, to pass as `cloudUrl`. */
@@ -90,8 +90,12 @@ export function sendJson(
 const FORWARDED_REQUEST_HEADERS = ['authorization', 'content-type', 'content-encoding', 'idempotency-key'];
 const FORWARDED_RESPONSE_HEADERS = ['content-type', 'idempotent-replayed', 'retry-after', 'www-authenticate'];
 
-/** Forwards a recorded request to the cloud at `cloudUrl` (its `/api/v1` base) and relays the answer. */
-export async function forward(request: RecordedRequest, response: ServerResponse, cloudUrl: string): Promise<void> {
+/** Forwards a recorded request to the cloud at `cloudUrl` (its `/api/v1` base), relays the answer and returns it. */
+export async function forward(
+  request: RecordedRequest,
+  response: ServerResponse,
+  cloudUrl: string,
+): Promise<{ status: number; body: Buffer }> {
   const path = request.url.startsWith(API_PREFIX) ? request.url.slice(API_PREFIX.length) : request.url;
   const headers: Record<string, string> = {};
   for (const name of FORWARDED_REQUEST_HEADERS) {
@@ -111,6 +115,7 @@ export async function forward(request: RecordedRequest, response: ServerResponse
   }
   response.writeHead(upstream.status, out);
   response.end(body);
+  return { status: upstream.status, body };
 }
 
 /** The batches a test server received, in order. */

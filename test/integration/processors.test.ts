@@ -93,11 +93,17 @@ describe('EdgeGateway', () => {
       const gateway = gatewayWith(new ExplodesOnNegatives());
       const errors: Error[] = [];
       const dropped: DroppedEvent[] = [];
+      // A drop is reported once what it kept is committed: the dead letter is there when the event fires.
+      const deadAtDrop: number[] = [];
       gateway.on('error', (error) => errors.push(error));
-      gateway.on('dropped', (event) => dropped.push(event));
+      gateway.on('dropped', (event) => {
+        dropped.push(event);
+        deadAtDrop.push(gateway.getDeadLetters().length);
+      });
       await gateway.start();
 
       expect(await gateway.sendData({ sensorId: 'temp-01', value: -1 })).toBe(false);
+      expect(deadAtDrop).toEqual([1]);
       expect(gateway.getDeadLetters()).toEqual([
         expect.objectContaining({
           sensorId: 'temp-01',

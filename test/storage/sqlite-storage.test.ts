@@ -6,7 +6,7 @@ import { gunzipSync, strFromU8 } from 'fflate';
 import { describe, expect, it, vi } from 'vitest';
 import { isConfigError, isStorageError, SqliteStorage, type StorageError } from '../../src/index.js';
 import { MIGRATIONS } from '../../src/storage/migrations.js';
-import type { OutboxInsert, OutboxRow, UnsealedRead } from '../../src/storage/storage.js';
+import type { IngestKeyEntry, OutboxInsert, OutboxRow, UnsealedRead } from '../../src/storage/storage.js';
 import { encodeBatch } from '../../src/sync/batch-codec.js';
 import { defer } from '../helpers/cleanup.js';
 import { readDb } from '../helpers/gateway.js';
@@ -85,6 +85,17 @@ function fill(storage: SqliteStorage, chunk = 500): { error: StorageError; store
 
 const pagesOf = (path: string) => readDb(path, (db) => db.pragma('page_count', { simple: true }) as number);
 
+const T0 = Date.UTC(2026, 0, 1);
+
+/** An idempotency key of the ingest endpoint, expiring a minute after T0. */
+const entry = (idempotencyKey: string, accepted = 1): IngestKeyEntry => ({
+  idempotencyKey,
+  hash: 'ab'.repeat(32),
+  accepted,
+  stored: accepted,
+  expiresAt: T0 + 60_000,
+});
+
 describe('SqliteStorage', () => {
   describe('.open()', () => {
     it('creates the database file and its missing parent folders', () => {
@@ -116,6 +127,23 @@ describe('SqliteStorage', () => {
       const connection = pragma.mock.contexts[0] as BetterSqlite3.Database;
       pragma.mockRestore();
       expect(connection.pragma('synchronous', { simple: true })).toBe(1); // NORMAL
+    });
+
+    it('migrates a database of schema version 3, keeping its queue, and adds the ingest ledger', () => {
+      const path = tempDbPath();
+      const old = new BetterSqlite3(path);
+      old.pragma('journal_mode = WAL');
+      for (const [version, sql] of MIGRATIONS.slice(0, 3).entries()) {
+        old.exec(sql);
+        old.pragma(`user_version = ${version + 1}`);
+      }
+      old.prepare("INSERT INTO outbox (seq, kind, sensor_id, ts, value) VALUES (1, 0, 'temp-01', 0, 1.5)").run();
+      old.close();
+      const storage = openStorage(path);
+      expect(storage.pendingCount()).toBe(1);
+      storage.append([row(2)], [], { entries: [entry('after-migration')], now: T0, maxEntries: 10 });
+      expect(storage.lookupIngestKey('after-migration', T0)).toEqual(entry('after-migration'));
+      expect(readDb(path, (db) => db.pragma('user_version', { simple: true }))).toBe(4);
     });
 
     it('sets user_version to the latest migration', () => {
@@ -215,6 +243,59 @@ describe('SqliteStorage', () => {
       expect(storage.deadLetters()).toEqual([
         expect.objectContaining({ value: 2, reason: 'processor threw', source: 'MyProcessor', seq: null }),
       ]);
+    });
+  });
+
+  describe('.append() with ingest keys / .lookupIngestKey()', () => {
+    it('writes the keys in the transaction of the rows, found until they expire', () => {
+      const path = tempDbPath();
+      const storage = openStorage(path);
+      storage.append(rows(2), [], { entries: [entry('k1', 2)], now: T0, maxEntries: 10 });
+      expect(storage.lookupIngestKey('k1', T0 + 59_999)).toEqual(entry('k1', 2));
+      expect(storage.lookupIngestKey('k1', T0 + 60_000)).toBeUndefined();
+      expect(storage.lookupIngestKey('k2', T0)).toBeUndefined();
+    });
+
+    it('stores neither rows nor keys when the transaction fails', () => {
+      const path = tempDbPath();
+      const storage = openStorage(path);
+      const bad = { ...row(1), kind: 'unknown-kind' } as unknown as OutboxInsert;
+      expect(() => storage.append([row(0), bad], [], { entries: [entry('k1')], now: T0, maxEntries: 10 })).toThrow(
+        expect.objectContaining({ name: 'StorageError' }),
+      );
+      expect(storage.lookupIngestKey('k1', T0)).toBeUndefined();
+      expect(readDb(path, (db) => db.prepare('SELECT count(*) FROM ingest_ledger').pluck().get())).toBe(0);
+    });
+
+    it('writes the keys of intake() in its transaction too', () => {
+      const storage = openStorage(tempDbPath());
+      storage.intake({
+        rows: [row(1)],
+        deadLetters: [],
+        alerts: [],
+        dedupWindowMs: 0,
+        maxAlerts: 10,
+        aggregates: [],
+        maxAggregates: 10,
+        maxHistory: 0,
+        state: [],
+        ingestKeys: { entries: [entry('via-intake')], now: T0, maxEntries: 10 },
+      });
+      expect(storage.lookupIngestKey('via-intake', T0)).toEqual(entry('via-intake'));
+    });
+
+    it('replaces an expired key used again, which then counts among the newest for the bound', () => {
+      const storage = openStorage(tempDbPath());
+      const at = T0 + 100_000;
+      const fresh = (idempotencyKey: string) => ({ ...entry(idempotencyKey), expiresAt: at + 60_000 });
+      storage.append([row(1)], [], { entries: [entry('again'), entry('other')], now: T0, maxEntries: 2 });
+      storage.append([row(2)], [], { entries: [fresh('again')], now: at, maxEntries: 2 });
+      storage.append([row(3)], [], { entries: [fresh('third')], now: at, maxEntries: 2 });
+      expect(storage.lookupIngestKey('again', at)).toEqual(fresh('again'));
+      expect(storage.lookupIngestKey('third', at)).toEqual(fresh('third'));
+      storage.append([row(4)], [], { entries: [fresh('fourth')], now: at, maxEntries: 2 });
+      expect(storage.lookupIngestKey('again', at)).toBeUndefined();
+      expect(storage.lookupIngestKey('fourth', at)).toBeDefined();
     });
   });
 

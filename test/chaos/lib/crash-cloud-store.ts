@@ -60,8 +60,8 @@ export class HookedCloudStore implements CloudStore {
     return this.#inner.pushMutations(...args);
   }
 
-  pullChanges(cursor: number, limit: number) {
-    return this.#inner.pullChanges(cursor, limit);
+  pullChanges(...args: Parameters<CloudStore['pullChanges']>) {
+    return this.#inner.pullChanges(...args);
   }
 
   getRecord(collection: string, key: string) {
