@@ -1,10 +1,9 @@
 import { parseArgs } from 'node:util';
-import { CloudServer } from '../cloud/cloud-server.js';
 import { ConfigError, isConfigError, isEdgeGatewayError } from '../errors.js';
 import { EdgeGateway } from '../gateway/edge-gateway.js';
 import type { GatewayHttpServer } from '../ops/http-server.js';
 import { SqliteStorage } from '../storage/sqlite-storage.js';
-import { type CloudAccess, cloudAccessFrom } from './cloud-config.js';
+import type { CloudAccess } from './cloud-config.js';
 import {
   databaseOptionsFrom,
   gatewayOptionsFrom,
@@ -282,6 +281,11 @@ async function cloud(values: ReturnType<typeof parse>['values'], io: CliIo): Pro
     io.err(`Expected --port to be an integer from 0 to 65535, got ${JSON.stringify(values.port)}`);
     return 2;
   }
+  // The reference server loads only for this command: the daemon (`start`) does not carry it, nor classic zod.
+  const [{ CloudServer }, { cloudAccessFrom }] = await Promise.all([
+    import('../cloud/cloud-server.js'),
+    import('./cloud-config.js'),
+  ]);
   let access: CloudAccess;
   try {
     access = cloudAccessFrom(values, process.env);
