@@ -1,61 +1,81 @@
 import { readFileSync } from 'node:fs';
 import { parseEnv } from 'node:util';
-import * as z from 'zod';
 import { ConfigError } from '../errors.js';
 import { type EdgeGatewayOptions, MAX_WORKER_THREADS } from '../gateway/options.js';
 import type { HttpServerOptions } from '../ops/http-server.js';
 import { WindowedAggregation } from '../processing/builtins/windowed-aggregation.js';
 import { isLoopbackHost } from '../transport/cloud-tls.js';
+import * as z from '../zod.js';
 
-const bool = z
-  .string()
-  .transform((v) => v.trim().toLowerCase())
-  .pipe(z.enum(['true', 'false', '1', '0', 'yes', 'no', 'on', 'off']))
-  .transform((v) => ['true', '1', 'yes', 'on'].includes(v));
-const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
-const positive = (max: number) => z.coerce.number().positive().max(max);
+const BOOLEANS = ['true', 'false', '1', '0', 'yes', 'no', 'on', 'off'] as const;
+const bool = z.pipe(
+  z.pipe(
+    z.pipe(
+      z.string(),
+      z.transform((v: string) => v.trim().toLowerCase()),
+    ),
+    z.enum(BOOLEANS),
+  ),
+  z.transform((v: (typeof BOOLEANS)[number]) => ['true', '1', 'yes', 'on'].includes(v)),
+);
+const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'warning', 'error', 'fatal', 'silent'] as const;
+const int = (min: number, max: number) => z.coerce.number().check(z.int(), z.gte(min), z.lte(max));
+const positive = (max: number) => z.coerce.number().check(z.positive(), z.lte(max));
+const nonnegative = (max: number) => z.coerce.number().check(z.nonnegative(), z.lte(max));
+const nonEmpty = () => z.string().check(z.minLength(1));
 const cloudUrlSchema = z.url({ protocol: /^https?$/ });
 const cloudUrls = (value: string) => value.split(',').map((url) => url.trim());
-const optional = <T extends z.ZodType>(schema: T) => z.preprocess((v) => (v === '' ? undefined : v), schema.optional());
+// An empty variable counts as unset.
+const optional = <T extends z.ZodMiniType>(schema: T) =>
+  z.pipe(
+    z.transform((v: unknown) => (v === '' ? undefined : v)),
+    z.optional(schema),
+  );
 
 /**
  * The environment the CLI reads: every variable of the original `.env.example`, plus a few of ours. Variables
- * of features that are not built yet are validated and reported as ignored, never silently.
+ * of features that are not built yet are validated and reported as ignored, never silently. A zod/mini object, so
+ * that `edge-gateway start` loads no classic zod.
  */
 export const envSchema = z.object({
-  DEVICE_ID: z.string().min(1).max(256),
+  DEVICE_ID: z.string().check(z.minLength(1), z.maxLength(256)),
   DEVICE_NAME: optional(z.string()),
   ENVIRONMENT: optional(z.string()),
-  LOCAL_DB_PATH: z.string().min(1).default('./data/edge_gateway.db'),
+  LOCAL_DB_PATH: z._default(nonEmpty(), './data/edge_gateway.db'),
   /**
    * Encrypts the local database (SQLCipher 4 format): a passphrase, or a raw key x'<64 hex digits>'. See
    * docs/security-at-rest.md.
    */
-  EDGE_DB_KEY: optional(z.string().min(1)),
+  EDGE_DB_KEY: optional(nonEmpty()),
   /** A file holding EDGE_DB_KEY (one line), e.g. a systemd credential: the key stays out of the environment. */
-  EDGE_DB_KEY_FILE: optional(z.string().min(1)),
+  EDGE_DB_KEY_FILE: optional(nonEmpty()),
   /** The key the database may still be under after a rotation that did not finish; see docs/security-at-rest.md. */
-  EDGE_DB_PREVIOUS_KEY: optional(z.string().min(1)),
+  EDGE_DB_PREVIOUS_KEY: optional(nonEmpty()),
   SYNC_INTERVAL_SECONDS: optional(positive(86_400)),
   MAX_OFFLINE_QUEUE_SIZE: optional(int(1, Number.MAX_SAFE_INTEGER)),
   /** One URL, or several separated by commas: server nodes over one store, failed over in turn. */
   CLOUD_API_URL: optional(
-    z.string().refine((v) => cloudUrls(v).every((url) => cloudUrlSchema.safeParse(url).success), {
-      message: 'an http(s) URL, or several separated by commas',
-    }),
+    z.string().check(
+      z.refine((v) => cloudUrls(v).every((url) => cloudUrlSchema.safeParse(url).success), {
+        message: 'an http(s) URL, or several separated by commas',
+      }),
+    ),
   ),
-  CLOUD_API_KEY: optional(z.string().min(1)),
+  CLOUD_API_KEY: optional(nonEmpty()),
   /** A PEM file of the CAs the cloud's certificate must chain to (in place of Node's bundled roots). */
-  CLOUD_CA_FILE: optional(z.string().min(1)),
+  CLOUD_CA_FILE: optional(nonEmpty()),
   /** PEM files of the client certificate and its private key, for a cloud that asks for one (mutual TLS). */
-  CLOUD_CLIENT_CERT_FILE: optional(z.string().min(1)),
-  CLOUD_CLIENT_KEY_FILE: optional(z.string().min(1)),
+  CLOUD_CLIENT_CERT_FILE: optional(nonEmpty()),
+  CLOUD_CLIENT_KEY_FILE: optional(nonEmpty()),
   /** Public-key pins of the cloud, `sha256/<base64>`, separated by commas or spaces. */
   CLOUD_PINNED_CERTS: optional(
-    z
-      .string()
-      .transform((v) => v.split(/[\s,]+/).filter((pin) => pin.length > 0))
-      .pipe(z.array(z.string()).min(1)),
+    z.pipe(
+      z.pipe(
+        z.string(),
+        z.transform((v: string) => v.split(/[\s,]+/).filter((pin) => pin.length > 0)),
+      ),
+      z.array(z.string()).check(z.minLength(1)),
+    ),
   ),
   /** Allows an http:// CLOUD_API_URL to a host that is not loopback: everything then crosses the network in clear. */
   CLOUD_ALLOW_INSECURE: optional(bool),
@@ -66,31 +86,35 @@ export const envSchema = z.object({
   DATA_RETENTION_DAYS: optional(positive(36_500)),
   CLEANUP_STRATEGY: optional(z.enum(['reject-new', 'drop-oldest', 'downsample-oldest', 'oldest-first'])),
   CLEANUP_INTERVAL_SECONDS: optional(positive(7 * 86_400)),
-  MAX_DATABASE_SIZE_MB: optional(positive(Number.MAX_SAFE_INTEGER / 1048576).min(1)),
-  DB_TIMEOUT_SECONDS: optional(z.coerce.number().nonnegative().max(3600)),
+  MAX_DATABASE_SIZE_MB: optional(positive(Number.MAX_SAFE_INTEGER / 1048576).check(z.gte(1))),
+  DB_TIMEOUT_SECONDS: optional(nonnegative(3600)),
   COMPRESSION_ENABLED: optional(bool),
   COMPRESSION_LEVEL: optional(int(1, 9)),
   BATCH_SIZE: optional(int(1, 10_000)),
   WORKER_THREADS: optional(int(0, MAX_WORKER_THREADS)),
   SYNC_STRATEGY: optional(z.enum(['adaptive', 'fixed-interval', 'on-change'])),
   DURABILITY: optional(z.enum(['full', 'normal'])),
-  LOG_LEVEL: z
-    .string()
-    .default('info')
-    .transform((v) => v.trim().toLowerCase())
-    .pipe(z.enum(['trace', 'debug', 'info', 'warn', 'warning', 'error', 'fatal', 'silent']))
-    .transform((v) => (v === 'warning' ? 'warn' : v)),
-  LOG_FILE: optional(z.string().min(1)),
-  STOP_TIMEOUT_SECONDS: optional(z.coerce.number().nonnegative().max(3600)),
+  LOG_LEVEL: z.pipe(
+    z.pipe(
+      z.pipe(
+        z._default(z.string(), 'info'),
+        z.transform((v: string) => v.trim().toLowerCase()),
+      ),
+      z.enum(LOG_LEVELS),
+    ),
+    z.transform((v: (typeof LOG_LEVELS)[number]) => (v === 'warning' ? 'warn' : v)),
+  ),
+  LOG_FILE: optional(nonEmpty()),
+  STOP_TIMEOUT_SECONDS: optional(nonnegative(3600)),
   STALL_TIMEOUT_SECONDS: optional(positive(86_400)),
   DEAD_LETTER_WINDOW_SECONDS: optional(positive(30 * 86_400)),
   HTTP_ENABLED: optional(bool),
-  HTTP_HOST: optional(z.string().min(1)),
+  HTTP_HOST: optional(nonEmpty()),
   HTTP_PORT: optional(int(0, 65_535)),
   INGEST_MAX_BODY_BYTES: optional(int(1024, 256 * 1024 * 1024)),
-  INGEST_RATE_LIMIT: optional(z.coerce.number().nonnegative().max(1e9)),
+  INGEST_RATE_LIMIT: optional(nonnegative(1e9)),
   INGEST_BURST: optional(int(1, 1e9)),
-  INGEST_TOKEN: optional(z.string().min(1)),
+  INGEST_TOKEN: optional(nonEmpty()),
   INGEST_IDEMPOTENCY_WINDOW_SECONDS: optional(positive(30 * 86_400)),
   INGEST_IDEMPOTENCY_MAX_KEYS: optional(int(1, 10_000_000)),
 });

@@ -1,4 +1,5 @@
 import { ConfigError } from '../errors.js';
+import * as z from '../zod.js';
 import type { HealthJson } from '../ops/health-json.js';
 import type { CliIo } from './cli.js';
 import { DEFAULT_HTTP_PORT, envSchema } from './env-config.js';
@@ -8,7 +9,7 @@ const TIMEOUT_MS = 5000;
 
 /** Where a gateway configured by `env` serves: its HTTP_HOST (loopback for a wildcard) and HTTP_PORT. */
 export function localUrl(env: Record<string, string>): string {
-  const result = envSchema.pick({ HTTP_HOST: true, HTTP_PORT: true }).safeParse(env);
+  const result = z.pick(envSchema, { HTTP_HOST: true, HTTP_PORT: true }).safeParse(env);
   if (!result.success) {
     throw new ConfigError(
       result.error.issues.map((issue) => `Expected ${String(issue.path[0])} to be valid: ${issue.message}`),
