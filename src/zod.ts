@@ -9,7 +9,7 @@ import en from 'zod/v4/locales/en.js';
  *
  * Import it as a namespace (`import * as z from '../zod.js'`) and use only property accesses on it, so that the
  * bundler keeps only what is used; re-exporting zod/mini's `z` object would keep all of it, every locale included.
- * Classic zod, where it stays (the cloud server, the CLI), is imported the same way (`import * as z from 'zod'`):
+ * Classic zod, where it stays (the cloud server), is imported the same way (`import * as z from 'zod'`):
  * the bundler puts all that any entry keeps of zod core in the chunk the gateway loads, and `import { z } from 'zod'`
  * would keep every locale there (over 2 MiB more at the gateway's import).
  */
