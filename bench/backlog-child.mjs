@@ -6,6 +6,7 @@
  * takes on the full database. Prints one JSON line.
  */
 import { join } from 'node:path';
+import { peakRssMb } from './peak-rss.mjs';
 
 // Plain JavaScript on the built package, as users run it: no TypeScript loader weighs on the memory figures.
 const { EdgeGateway } = await import(join(import.meta.dirname, '..', 'dist', 'index.js'));
@@ -76,8 +77,8 @@ if (phase === 'fill') {
   const drainUs = ((drainedAt - transport.firstSendAt) * 1000) / (DRAINED * 1000);
   const rssMb = process.memoryUsage.rss() / 1048576;
   await gateway.stop();
-  const peakRssMb = process.resourceUsage().maxRSS / 1024;
+  const peakMb = peakRssMb();
   process.stdout.write(
-    `${JSON.stringify({ backlog, startMs, ingestUs, drainUs, drained: transport.acked * 1000, rssMb, peakRssMb })}\n`,
+    `${JSON.stringify({ backlog, startMs, ingestUs, drainUs, drained: transport.acked * 1000, rssMb, peakRssMb: peakMb })}\n`,
   );
 }

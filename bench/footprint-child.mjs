@@ -6,6 +6,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { peakRssMb } from './peak-rss.mjs';
 
 const [rate = '10', seconds = '60', cloudUrl = '', apiKey = ''] = process.argv.slice(2);
 // Plain JavaScript on the built package, so that no TypeScript loader weighs on the figures.
@@ -52,7 +53,7 @@ process.stdout.write(
   `${JSON.stringify({
     rate: perSecond,
     cpuShare: (cpu.user + cpu.system) / wallUs,
-    peakRssMb: process.resourceUsage().maxRSS / 1024,
+    peakRssMb: peakRssMb(),
     sent,
     pending,
   })}\n`,

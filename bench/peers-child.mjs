@@ -18,6 +18,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { peakRssMb } from './peak-rss.mjs';
 
 const [peer = 'edge-full', phase = 'ingest-one', nArg = '50000', callersArg = '1000', batchArg = '100', url, apiKey] =
   process.argv.slice(2);
@@ -152,7 +153,7 @@ process.stdout.write(
     phase,
     n: N,
     rate: N / seconds,
-    peakRssMb: process.resourceUsage().maxRSS / 1024,
+    peakRssMb: peakRssMb(),
     bytesUp,
     bytesDown,
   })}\n`,

@@ -28,7 +28,7 @@ export class GatewayChild {
   /** Counters whose sendData() resolved, in the order printed. */
   readonly acked: number[] = [];
   replicaId: string | undefined;
-  /** Largest `process.resourceUsage().maxRSS` printed, in KiB. */
+  /** Largest peak resident memory printed (`VmHWM`), in KiB. */
   maxRssKb = 0;
   /** ms from its call to start() until every reading queued then was acknowledged (see the fixture). */
   recoveredMs: number | undefined;
