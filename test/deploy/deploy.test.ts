@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -38,7 +38,9 @@ function execForm(text: string, marker: RegExp): string[] {
 describe('deploy/Dockerfile', () => {
   it('runs the CLI entry that exists, with the start command', () => {
     const cmd = execForm(dockerfile, /^CMD \[/);
-    expect(cmd).toEqual(['node', 'bin/edge-gateway.js', 'start']);
+    expect(cmd).toEqual(['node', '--max-semi-space-size=2', 'bin/edge-gateway.js', 'start']);
+    // The V8 flag is one this Node takes (an unknown one would stop the container at start).
+    expect(spawnSync(process.execPath, [cmd[1] as string, '-e', '0']).status).toBe(0);
     expect(existsSync(join(root, 'bin/edge-gateway.js'))).toBe(true);
     expect(USAGE).toContain('edge-gateway [start]');
     expect(dockerfile).toMatch(/^FROM node:20-slim AS build$/m);
@@ -113,7 +115,7 @@ describe('deploy/docker-compose.yml', () => {
 
 describe('deploy/edge-gateway.service', () => {
   it('starts the CLI entry with the start command, configured by an EnvironmentFile', () => {
-    expect(unit).toMatch(/^ExecStart=\/usr\/bin\/node \S+\/bin\/edge-gateway\.js start$/m);
+    expect(unit).toMatch(/^ExecStart=\/usr\/bin\/node (--max-semi-space-size=\d+ )?\S+\/bin\/edge-gateway\.js start$/m);
     expect(unit).toMatch(/^EnvironmentFile=\/etc\/edge-gateway\/edge-gateway\.env$/m);
     expect(unit).toMatch(/^KillSignal=SIGTERM$/m);
     expect(Number(/^TimeoutStopSec=(\d+)$/m.exec(unit)?.[1])).toBeGreaterThanOrEqual(10);
