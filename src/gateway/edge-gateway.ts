@@ -473,6 +473,8 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
       maxClockSkewMs: this.#options.maxClockSkew * 1000,
       logger: this.#logger,
       saveClockOffset: (offset) => this.#storage.setMeta(RECORDS_META.clockOffset, String(offset)),
+      // A custom storage's durability is unknown: its pulls take every change, as with synchronous=NORMAL.
+      namePuller: this.#options.storage === undefined && this.#options.durability === 'full',
       listener: {
         conflict: (event) => {
           this.#logger.info(

@@ -57,6 +57,12 @@ export interface RecordsSyncOptions {
   logger: Logger;
   /** Saves the clock's offset to the server, so that a restart offline still stamps in the cloud's time. */
   saveClockOffset: (offsetMs: number) => void;
+  /**
+   * Whether pulls name this device and replica, so that the cloud leaves out the changes it wrote. Only when every
+   * commit is durable: a power cut under synchronous=NORMAL can undo a local write the cloud has already applied,
+   * and the cloud would then never send it back.
+   */
+  namePuller: boolean;
 }
 
 /** The outcome of the records part of one sync cycle. */
@@ -344,7 +350,7 @@ export class RecordsSync {
     const clock = this.#o.clock();
     const from = storage.pullCursor();
     // As the pusher of its own changes: the cloud leaves out those this replica holds already.
-    const requester = { deviceId: this.#o.deviceId, replicaId: this.#o.replicaId() };
+    const requester = this.#o.namePuller ? { deviceId: this.#o.deviceId, replicaId: this.#o.replicaId() } : undefined;
     const sentAt = performance.now();
     const answer = await transport.pullRecords?.(from, PULL_PAGE_SIZE, signal, requester);
     if (!answer) return false;

@@ -170,6 +170,21 @@ function suite(kind: CloudStoreKind): void {
     expect(heldBy(b, C, K)).toEqual(merged);
   });
 
+  it('names no gateway at durability normal, whose own edits come back: a power cut may have undone them locally', async () => {
+    const clock = sharedClock();
+    const { cloud, proxy, pulls } = await setup(clock);
+    const gateway = await recordsGateway(cloud, { clock: clock.read, cloudUrl: proxy.url, durability: 'normal' });
+    for (let i = 0; i < 3; i++) await gateway.records.put(C, `key-${i}`, i);
+    pulls.length = 0;
+
+    const synced = await gateway.forceSync();
+
+    expect(pulls.length).toBeGreaterThan(0);
+    expect(pulls.every((p) => !p.query.has('deviceId') && !p.query.has('replicaId'))).toBe(true);
+    expect(shape(pulls)).toEqual([[0, 3, 3, false]]);
+    expect(synced.records).toMatchObject({ applied: 3, pulled: 0 });
+  });
+
   it('sends an older gateway, which names itself in no pull, its own edits back, which it skips by version', async () => {
     const clock = sharedClock();
     const older = (url: string) => url.replace(/&deviceId=[^&]*&replicaId=[^&]*/, '');
