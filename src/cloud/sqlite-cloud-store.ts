@@ -156,12 +156,16 @@ export class SqliteCloudStore implements CloudStore {
     this.#db.pragma('synchronous = FULL');
     this.#db.exec(SCHEMA);
     const db = this.#db;
-    for (const [table, columns] of Object.entries(ADDED_COLUMNS)) {
-      const present = new Set(db.prepare('SELECT name FROM pragma_table_info(?)').pluck().all(table) as string[]);
-      for (const [name, type] of columns) {
-        if (!present.has(name)) db.exec(`ALTER TABLE ${table} ADD COLUMN ${name} ${type}`);
+    // Read and altered under one write lock: two processes opening an older file at once both see the columns
+    // missing otherwise, and the second ALTER fails with "duplicate column".
+    db.transaction(() => {
+      for (const [table, columns] of Object.entries(ADDED_COLUMNS)) {
+        const present = new Set(db.prepare('SELECT name FROM pragma_table_info(?)').pluck().all(table) as string[]);
+        for (const [name, type] of columns) {
+          if (!present.has(name)) db.exec(`ALTER TABLE ${table} ADD COLUMN ${name} ${type}`);
+        }
       }
-    }
+    }).immediate();
     this.#statements = {
       lookup: db.prepare('SELECT hash, ack FROM ledger WHERE idempotency_key = ?'),
       insertLedger: db.prepare(
