@@ -115,7 +115,7 @@ export const envSchema = z.object({
   INGEST_RATE_LIMIT: optional(nonnegative(1e9)),
   INGEST_BURST: optional(int(1, 1e9)),
   INGEST_TOKEN: optional(nonEmpty()),
-  INGEST_IDEMPOTENCY_WINDOW_SECONDS: optional(positive(30 * 86_400)),
+  INGEST_IDEMPOTENCY_WINDOW_SECONDS: optional(z.coerce.number().check(z.gte(1), z.lte(30 * 86_400))),
   INGEST_IDEMPOTENCY_MAX_KEYS: optional(int(1, 10_000_000)),
 });
 

@@ -60,6 +60,7 @@ import { RecentCount } from './recent-count.js';
 import { Records } from './records.js';
 import { type CleanupReport, RetentionManager } from './retention-manager.js';
 import type { DropCounts, DroppedEvent, GatewayEvents, GatewayStatus, HealthStatus } from './status.js';
+import { SteadyClock } from './steady-clock.js';
 
 /** Options that name the local store; they cannot change once it is open. */
 const FIXED_AFTER_START = [
@@ -160,6 +161,8 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
   #requireTls = false;
   /** Idempotency keys of the HTTP ingest endpoint held by requests in flight. */
   readonly #ingestKeys = new IngestKeys();
+  /** What the ingest ledger measures its windows by: a wall clock stepped while the gateway runs moves nothing. */
+  readonly #ledgerClock: SteadyClock;
   /**
    * Shared records, kept in step with the cloud both ways: `put`, `get`, `delete`, `list`, `watch`. Reads work
    * offline; writes are durable at once. Available after `start()`.
@@ -185,6 +188,11 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
     this.#resolver = this.#options.conflictResolver ?? lastWriteWins;
     if (this.#options.conflictResolver) this.#strategy = 'custom';
     this.#clock = new HybridClock({ now: this.#options.clock ?? Date.now });
+    // The `clock` option drives both sides, so that a test moves the ledger's time as it moves the wall clock.
+    this.#ledgerClock = new SteadyClock(
+      this.#options.clock ?? Date.now,
+      this.#options.clock ?? (() => performance.now()),
+    );
     this.#recentDeadLetters = new RecentCount(this.#options.deadLetterWindow * 1000);
     this.records = new Records({
       storage: (method) => this.#recordStorage(method),
@@ -369,6 +377,7 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
         intervalMs: this.#options.retention.cleanupInterval * 1000,
       }),
       now: () => (this.#options.clock ?? Date.now)(),
+      ledgerNow: () => this.#ledgerClock.now(),
       idle: () => this.#storage.pendingCount() <= this.#options.batchSize,
       events: {
         removed: (removal) => this.#drop(this.#removalEvent(removal)),
@@ -744,9 +753,9 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
       .then(() => count);
   }
 
-  // The wall clock the idempotency window is measured by: the `clock` option in tests.
+  // The steady clock the idempotency window is measured by (the `clock` option in tests).
   #now(): number {
-    return (this.#options.clock ?? Date.now)();
+    return this.#ledgerClock.now();
   }
 
   // Looks an HTTP ingest request's idempotency key up, and holds it for the request when it is new.
@@ -1111,6 +1120,7 @@ export class EdgeGateway extends EventEmitter<GatewayEvents> {
         pruned: {},
         removed: { retention: 0, 'drop-oldest': 0, downsampled: 0 },
         aggregates: 0,
+        ingestKeys: 0,
         reclaimedBytes: 0,
         durationMs: 0,
       };

@@ -128,7 +128,8 @@ export class GroupCommit {
     this.#rows = [];
     this.#dead = [];
     this.#extras = undefined;
-    this.#keys = [];
+    // A group without keys (nearly every one) leaves its empty array to the next: nothing holds on to it.
+    if (keys.length > 0) this.#keys = [];
     this.#promise = undefined;
     this.#resolve = undefined;
     this.#reject = undefined;

@@ -45,6 +45,13 @@ type ProcessingOptions = Pick<
   | 'localHistory'
 >;
 
+/** Readings a settled intake kept: its rows, and its staged readings the built-ins kept (known once committed). */
+function keptCount(rows: readonly OutboxInsert[], staged: readonly StagedReading[]): number {
+  let count = rows.length;
+  for (const entry of staged) if (entry.kept) count++;
+  return count;
+}
+
 /** One reading out, nothing else: no alert, no processed data, no failure. */
 const isPlain = (outcome: IntakeOutcome) =>
   outcome.readings.length === 1 && outcome.rows.length === 0 && outcome.alerts.length === 0 && !outcome.failure;
@@ -287,12 +294,7 @@ export class LocalProcessing {
     const commit = this.#host.commit;
     const incoming = rows.length + staged.length;
     // Read once committed: the built-ins decide in the commit whether a staged reading is kept.
-    const kept = () => {
-      let count = rows.length;
-      for (const entry of staged) if (entry.kept) count++;
-      return count;
-    };
-    const pending = key && { claim: key, accepted: points.length, stored: kept };
+    const pending = key && { claim: key, accepted: points.length, stored: () => keptCount(rows, staged) };
     if (incoming === 0 && alerts.length === 0 && dead.length === 0 && !pending) return Promise.resolve(0);
     const full = incoming > 0 ? this.#host.checkRoom(incoming) : undefined;
     if (full) {
@@ -305,7 +307,7 @@ export class LocalProcessing {
     }
     return commit.addProcessed({ rows, dead, staged, alerts, key: pending }).then(() => {
       reportDrop?.();
-      return kept();
+      return keptCount(rows, staged);
     });
   }
 

@@ -50,6 +50,8 @@ export interface CleanupReport {
   removed: { retention: number; 'drop-oldest': number; downsampled: number };
   /** Aggregate rows queued in place of downsampled readings. */
   aggregates: number;
+  /** Idempotency keys of the ingest endpoint forgotten: past their window, or past the ledger's bound. */
+  ingestKeys: number;
   /** Bytes given back to the file system. */
   reclaimedBytes: number;
   durationMs: number;
@@ -84,7 +86,9 @@ const emptyRemoved = (): CleanupReport['removed'] => ({ retention: 0, 'drop-olde
  * 1. prunes local history past `maxDays`;
  * 2. applies the strategy to queued readings past `maxDays`;
  * 3. brings the queue back within `maxRecords` and the file within `maxBytes` (after either was lowered);
- * 4. gives free pages back to the file system when the queue is (nearly) empty and a quarter of the file is free.
+ * 4. forgets the ingest endpoint's idempotency keys past their window (whatever the strategy, with or without
+ *    `maxDays`), so that they do not stay once keyed requests stop;
+ * 5. gives free pages back to the file system when the queue is (nearly) empty and a quarter of the file is free.
  * It is also the storage's {@link RetentionListener}: it counts what the storage removed (at intake too) and
  * passes it on.
  */
@@ -92,6 +96,7 @@ export class RetentionManager implements RetentionListener {
   readonly #storage: RetentionStorage;
   readonly #settings: () => RetentionSettings;
   readonly #now: () => number;
+  readonly #ledgerNow: () => number;
   readonly #idle: () => boolean;
   readonly #events: RetentionEvents;
   readonly #logger: Logger;
@@ -116,6 +121,8 @@ export class RetentionManager implements RetentionListener {
     settings: () => RetentionSettings;
     /** The wall clock, epoch ms: what `maxDays` is counted back from. */
     now: () => number;
+    /** The clock idempotency keys' expiries are written by (the gateway's steady clock), epoch ms. @default now */
+    ledgerNow?: () => number;
     /** True when the queue is small enough that giving space back will not be undone at once. */
     idle: () => boolean;
     events: RetentionEvents;
@@ -124,6 +131,7 @@ export class RetentionManager implements RetentionListener {
     this.#storage = options.storage;
     this.#settings = options.settings;
     this.#now = options.now;
+    this.#ledgerNow = options.ledgerNow ?? options.now;
     this.#idle = options.idle;
     this.#events = options.events;
     this.#logger = options.logger;
@@ -250,6 +258,15 @@ export class RetentionManager implements RetentionListener {
       await steps((limit) => storage.trim(limit) > 0);
       await steps((limit) => storage.overBudgetBytes() > 0 && storage.freeSpace(limit) > 0);
     }
+    let ingestKeys = 0;
+    if (storage.pruneIngestKeys) {
+      const now = this.#ledgerNow();
+      await steps((limit) => {
+        const pruned = storage.pruneIngestKeys?.(now, limit) ?? 0;
+        ingestKeys += pruned;
+        return pruned >= limit;
+      });
+    }
     const reclaimedBytes = await this.#compact(signal);
     this.#totals.reclaimedBytes += reclaimedBytes;
     this.#totals.cleanups++;
@@ -268,11 +285,12 @@ export class RetentionManager implements RetentionListener {
       pruned,
       removed,
       aggregates: after.aggregates - before.aggregates,
+      ingestKeys,
       reclaimedBytes,
       durationMs: Math.round(performance.now() - started),
     };
     const busy = Object.keys(pruned).length > 0 || removed.retention + removed['drop-oldest'] + removed.downsampled > 0;
-    if (busy || reclaimedBytes > 0) this.#logger.info({ ...report }, 'retention cleanup');
+    if (busy || ingestKeys > 0 || reclaimedBytes > 0) this.#logger.info({ ...report }, 'retention cleanup');
     return report;
   }
 

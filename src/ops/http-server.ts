@@ -36,14 +36,17 @@ export interface HttpServerOptions {
    * Seconds an `Idempotency-Key` of `POST /api/v1/data` is remembered from the commit of its readings: a retry
    * within the window is answered the first answer again and stores nothing; after it, the key is forgotten and may
    * be used again. A day covers a client that retries after a night offline or a restart of either side, and costs
-   * little: an entry is about 180 bytes with a UUID key, and `maxIdempotencyKeys` bounds them. At most 30 days.
+   * little: an entry is about 180 bytes with a UUID key, and `maxIdempotencyKeys` bounds them. At least 1 s (a window
+   * rounded to 0 ms would remember nothing), at most 30 days.
    * @default 86400
    */
   idempotencyWindow?: number;
   /**
    * Most idempotency keys kept in the local database. Past it the oldest are forgotten before their window ends
    * (a retry of one of those stores its readings again): raise it when clients send more keys than this in a
-   * window. About 18 MB at the default with UUID keys, in the local database. @default 100000
+   * window. About 18 MB at the default with UUID keys, in the local database. With `maxDatabaseSize` set, the keys
+   * also keep to a tenth of it, at 1 KiB a key (the longest key and its index, rounded up): the lower bound of the
+   * two holds, so that keys never crowd out readings (102 keys at 1 MiB, 10240 at 100 MiB). @default 100000
    */
   maxIdempotencyKeys?: number;
 }
@@ -80,7 +83,7 @@ const optionsSchema = z.strictObject({
   burst: z.optional(z.int().check(z.positive(), z.lte(1e9))),
   ingestToken: z.optional(z.string().check(z.minLength(1))),
   closeTimeout: z._default(z.number().check(z.nonnegative(), z.lte(3600)), 5),
-  idempotencyWindow: z._default(z.number().check(z.positive(), z.lte(30 * 86_400)), 86_400),
+  idempotencyWindow: z._default(z.number().check(z.gte(1), z.lte(30 * 86_400)), 86_400),
   maxIdempotencyKeys: z._default(z.int().check(z.gte(1), z.lte(10_000_000)), 100_000),
 });
 

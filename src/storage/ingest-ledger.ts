@@ -4,6 +4,26 @@ import type { IngestKeyEntry, IngestKeyWrite } from './storage.js';
 /** Rows one write looks at for pruning beyond one per key it writes: what bounds the work of a write. */
 const PRUNE_SLACK = 16;
 
+/** Share of a size budget the ledger may take: a tenth, so that keys never crowd out the readings they came with. */
+export const LEDGER_BUDGET_SHARE = 0.1;
+
+/**
+ * Bytes a key of the longest length taken (255 characters) costs in the database, its row and its unique index
+ * together, rounded up from the 720 measured once the table is at its bound (one key in, the oldest out; index pages
+ * split by random keys about two thirds full). A UUID key costs about a quarter of it: a bound made with this figure
+ * holds whatever keys clients send.
+ */
+export const LEDGER_BYTES_PER_KEY = 1024;
+
+/**
+ * Most keys the ledger keeps under a size budget of `maxSizeBytes`: a tenth of the budget at 1 KiB a key
+ * (102 at the smallest budget, 1 MiB; 10240 at 100 MiB); no bound without a budget.
+ */
+export function ledgerKeyCap(maxSizeBytes: number | undefined): number {
+  if (maxSizeBytes === undefined) return Number.POSITIVE_INFINITY;
+  return Math.max(1, Math.floor((maxSizeBytes * LEDGER_BUDGET_SHARE) / LEDGER_BYTES_PER_KEY));
+}
+
 interface RawEntry {
   hash: string;
   accepted: number;
@@ -54,11 +74,28 @@ export class IngestLedger {
     );
   }
 
-  /** Writes the entries, then prunes expired entries and those past the bound, a few more than it wrote. */
-  write(write: IngestKeyWrite): void {
+  /**
+   * Prunes expired entries and those past the bound (the smaller of `maxEntries` and `cap`), a few more than it
+   * writes, then writes the entries. Pruning comes first: an entry removed gives its room to the one written, so a
+   * ledger at its bound needs no new page, and a write refused for want of room cannot stop the pruning for ever.
+   */
+  write(write: IngestKeyWrite, cap: number): void {
+    const bound = Math.min(write.maxEntries, cap);
+    const count = write.entries.length;
+    this.prune(count + PRUNE_SLACK, write.now, Math.max(0, bound - count));
     for (const entry of write.entries) {
       this.#insert.run(entry.idempotencyKey, entry.hash, entry.accepted, entry.stored, write.now, entry.expiresAt);
     }
-    this.#prune.run(write.entries.length + PRUNE_SLACK, write.now, write.maxEntries);
+    // More keys in one commit than the bound (a burst of requests in one tick, a bound of a few keys).
+    if (count > bound) this.prune(count + PRUNE_SLACK, write.now, bound);
+  }
+
+  /**
+   * Removes, among the `limit` oldest entries, those expired by `now` and those past the newest `bound`; returns how
+   * many it removed. Fewer than `limit` means one of them was kept: the entries after it most likely are too.
+   */
+  prune(limit: number, now: number, bound: number): number {
+    // A bound of no number of keys: the newest row minus it is below every id.
+    return this.#prune.run(limit, now, Number.isFinite(bound) ? bound : Number.MAX_SAFE_INTEGER).changes;
   }
 }

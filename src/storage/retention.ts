@@ -159,6 +159,12 @@ export interface RetentionStorage {
   protectedCount(): number;
   /** Prunes up to `limit` rows in all, step by step (older than `before` when given); returns the rows removed. */
   pruneHistory(before: number | undefined, limit: number): number;
+  /**
+   * Removes idempotency keys of the ingest endpoint that expired by `now` (the time their expiries were written in),
+   * and any past the ledger's bound, among the oldest `limit`; returns how many went (fewer than `limit`: nothing
+   * more is due now). Optional: a storage without an ingest ledger has none.
+   */
+  pruneIngestKeys?(now: number, limit: number): number;
   /** The highest seq queued (0 when the queue is empty). */
   lastSeq(): number;
   /**

@@ -27,6 +27,11 @@ export interface RetentionHost {
   busyTimeoutMs(): number;
   /** A VACUUM ran: the connection's size cap must be set again. */
   afterVacuum(): void;
+  /**
+   * Inside a transaction: removes idempotency keys expired by `now` or past the ledger's bound, among the oldest
+   * `limit`; returns how many went.
+   */
+  pruneIngestKeys(now: number, limit: number): number;
 }
 
 /** A raw reading as the downsampling queries read it (arrays: a third cheaper than objects). */
@@ -221,6 +226,10 @@ export class SqliteRetention implements RetentionStorage {
 
   pruneHistory(before: number | undefined, limit: number): number {
     return this.#transaction('prune history', () => this.#pruneSteps(before, limit, 'maxDays'));
+  }
+
+  pruneIngestKeys(now: number, limit: number): number {
+    return this.#transaction('prune idempotency keys', () => this.#host.pruneIngestKeys(now, limit));
   }
 
   lastSeq(): number {

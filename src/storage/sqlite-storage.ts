@@ -14,7 +14,7 @@ import {
   reencryptFile,
   removeRekeyLeftovers,
 } from './encryption.js';
-import { IngestLedger } from './ingest-ledger.js';
+import { IngestLedger, ledgerKeyCap } from './ingest-ledger.js';
 import { LocalTables } from './local-tables.js';
 import { MIGRATIONS, migrate, verifySchema } from './migrations.js';
 import {
@@ -73,6 +73,7 @@ export interface SqliteStorageOptions {
    * drains the queue. The last 1/32 of the budget (at least 16 pages) is kept for the sync loop (sealing,
    * acknowledging, dead letters), so a full database can always send and acknowledge its way out. The WAL comes
    * on top, up to about 4 MiB between checkpoints. A limit below the file's current size keeps it at that size.
+   * The ingest endpoint's idempotency keys keep to a tenth of it, counted at 1 KiB a key.
    * @default undefined (no limit but the disk)
    */
   maxSizeBytes?: number | undefined;
@@ -106,6 +107,8 @@ export const MIN_MAX_SIZE_BYTES = 1024 * 1024;
 const NO_PAGE_LIMIT = 4294967294;
 /** Attempts of one append to free room under the size budget (drop-oldest, downsample-oldest) before it fails. */
 const MAX_FREE_ATTEMPTS = 16;
+/** Idempotency keys the first attempt to free room for an append looks at; twice as many at each further attempt. */
+const LEDGER_FREE_ROWS = 256;
 
 const KIND_CODES: Record<OutboxKind, number> = { reading: 0, processed: 1, alert: 2, aggregate: 3 };
 const KINDS: readonly OutboxKind[] = ['reading', 'processed', 'alert', 'aggregate'];
@@ -307,6 +310,8 @@ export class SqliteStorage implements Storage {
   #retentionChanges = 0;
   /** The value of #retentionChanges when each read of a two-phase seal was made. */
   readonly #readsRetention = new WeakMap<UnsealedRead, number>();
+  /** The time and count bound of the last write of idempotency keys: what freeing room for an append prunes by. */
+  #ledgerBounds: { now: number; maxEntries: number } | undefined;
 
   constructor(options: SqliteStorageOptions) {
     const {
@@ -677,6 +682,7 @@ export class SqliteStorage implements Storage {
       afterVacuum: () => {
         if (this.#budget) this.#budget.room = undefined;
       },
+      pruneIngestKeys: (now, limit) => this.#s.ledger.prune(limit, now, this.#ledgerCap),
     });
     retention.register(tablePruneStep('dead_letters', 'created_at'));
     retention.register(tablePruneStep('record_dead_letters', 'created_at'));
@@ -776,6 +782,19 @@ export class SqliteStorage implements Storage {
     }
   }
 
+  // A read, its failure a StorageError as a write's is (the ingest endpoint answers it as a storage failure).
+  #read<T>(what: string, work: () => T): T {
+    try {
+      return work();
+    } catch (error) {
+      if (error instanceof StorageError) throw error;
+      throw new StorageError(`Local database read failed (${what}): ${(error as Error).message}`, {
+        cause: error,
+        sqliteCode: sqliteCodeOf(error),
+      });
+    }
+  }
+
   // Whether a SQLITE_FULL came from the size budget or from the disk. The page count cannot tell (the failed
   // transaction was rolled back, and it may have needed many pages at once); the room left on the disk can.
   #fullness(room: Room): string {
@@ -822,13 +841,14 @@ export class SqliteStorage implements Storage {
     ingestKeys?: IngestKeyWrite,
   ): number {
     const first = this.#nextSeq;
+    if (ingestKeys) this.#noteLedgerBounds(ingestKeys);
     this.#admit(rows.length, () => {
       this.#insertRows(rows, first);
       if (deadLetters.length > 0) {
         const now = Date.now();
         for (const dead of deadLetters) this.#insertDead(dead, now);
       }
-      if (ingestKeys) this.#s.ledger.write(ingestKeys);
+      if (ingestKeys) this.#s.ledger.write(ingestKeys, this.#ledgerCap);
       return rows.length;
     });
     return first;
@@ -875,6 +895,7 @@ export class SqliteStorage implements Storage {
     // An alert may be counted into a stored one rather than queued: room is planned for every alert, so that at
     // worst a few more old rows go than were needed.
     let raised: StoredAlert[] = [];
+    if (work.ingestKeys) this.#noteLedgerBounds(work.ingestKeys);
     this.#admit(work.rows.length + work.alerts.length, () => {
       this.#insertRows(work.rows, first);
       seq = first + work.rows.length;
@@ -884,7 +905,7 @@ export class SqliteStorage implements Storage {
       tables.storeAggregates(work.aggregates, work.maxAggregates);
       tables.storeHistory(work.rows, work.maxHistory);
       tables.writeState(work.state);
-      if (work.ingestKeys) this.#s.ledger.write(work.ingestKeys);
+      if (work.ingestKeys) this.#s.ledger.write(work.ingestKeys, this.#ledgerCap);
       return seq - first;
     });
     return { firstSeq: first, raised };
@@ -894,9 +915,12 @@ export class SqliteStorage implements Storage {
   // stores) and returns how many it queued, at most `incoming`. Under a `drop-oldest` or `downsample-oldest` policy
   // room is made first, in the same transaction, for rows that would pass `maxRows` (or `QueueFullError` is thrown
   // when rows sealed into batches leave too little); when the size budget refuses the write, room is freed in a
-  // transaction of its own and `work` runs again. Counts move only after the commit: a failed one assigns nothing.
+  // transaction of its own and `work` runs again: idempotency keys expired or past the ledger's bound first, so that
+  // no reading goes to make room for them, then readings by the policy. Counts move only after the commit: a failed
+  // one assigns nothing.
   #admit(incoming: number, work: () => number): void {
     const retention = this.#retention;
+    let ledgerPruned = false;
     for (let attempt = 0; ; attempt++) {
       const room = retention?.planRoom(incoming) ?? 0;
       let queued: number;
@@ -914,6 +938,10 @@ export class SqliteStorage implements Storage {
         if (!retention || attempt >= MAX_FREE_ATTEMPTS || (error as StorageError).sqliteCode !== 'SQLITE_FULL') {
           throw error;
         }
+        if (!ledgerPruned) {
+          if (this.#freeLedger(attempt)) continue;
+          ledgerPruned = true; // nothing more to prune: readings next, by the policy
+        }
         let freed = false;
         try {
           freed = retention.freeForIntake(attempt, incoming);
@@ -930,12 +958,37 @@ export class SqliteStorage implements Storage {
     }
   }
 
+  /** Most idempotency keys the ledger keeps under the size budget: a tenth of it (see {@link ledgerKeyCap}). */
+  get #ledgerCap(): number {
+    return ledgerKeyCap(this.#maxSizeBytes);
+  }
+
+  #noteLedgerBounds(write: IngestKeyWrite): void {
+    this.#ledgerBounds = { now: write.now, maxEntries: write.maxEntries };
+  }
+
+  // An append the size budget refused: removes idempotency keys expired or past the ledger's bound (by the last
+  // write of keys, whose time is the ledger's own), among the oldest, in a transaction of its own (deletes only, in
+  // the sync loop's reserve if need be). Says whether any went, so that the append is worth trying again.
+  #freeLedger(attempt: number): boolean {
+    const now = this.#ledgerBounds?.now ?? Number.NEGATIVE_INFINITY;
+    const bound = Math.min(this.#ledgerBounds?.maxEntries ?? Number.POSITIVE_INFINITY, this.#ledgerCap);
+    if (now === Number.NEGATIVE_INFINITY && bound === Number.POSITIVE_INFINITY) return false;
+    const limit = LEDGER_FREE_ROWS * 2 ** Math.min(attempt, 8);
+    try {
+      return this.#write('prune idempotency keys', () => this.#s.ledger.prune(limit, now, bound)) > 0;
+    } catch {
+      return false; // no room even to delete (a full disk): the refusal of the append is what to report
+    }
+  }
+
   alerts(query: StoredAlertQuery): StoredAlert[] {
     return this.#s.tables.alerts(this.#database, query);
   }
 
+  /** The key's entry unless it expired by `now`; throws `StorageError` when the database fails. */
   lookupIngestKey(idempotencyKey: string, now: number): IngestKeyEntry | undefined {
-    return this.#s.ledger.lookup(idempotencyKey, now);
+    return this.#read('idempotency key lookup', () => this.#s.ledger.lookup(idempotencyKey, now));
   }
 
   processorState(processor: string): Map<string, string> {

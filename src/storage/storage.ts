@@ -149,16 +149,19 @@ export interface IngestKeyEntry {
   /** The answer: readings in the request, and readings stored. */
   accepted: number;
   stored: number;
-  /** Epoch ms from which the key is forgotten, and may be used again. */
+  /** Epoch ms from which the key is forgotten, and may be used again, by the clock of {@link IngestKeyWrite.now}. */
   expiresAt: number;
 }
 
 /** Idempotency keys to write with an intake, and the bounds of the keys kept. */
 export interface IngestKeyWrite {
   entries: readonly IngestKeyEntry[];
-  /** Epoch ms of the write: keys expired by then are removed, oldest first, a few per write. */
+  /**
+   * Epoch ms of the write, by the gateway's steady clock (a wall-clock step while it runs does not move it): keys
+   * expired by then are removed, oldest first, a few per write.
+   */
   now: number;
-  /** Most keys kept: past it the oldest go, expired or not. */
+  /** Most keys kept: past it the oldest go, expired or not. A storage with a size budget may keep fewer. */
   maxEntries: number;
 }
 

@@ -83,6 +83,16 @@ describe('EdgeGateway.serveHttp()', () => {
     await expect(gateway.serveHttp({ port: 70_000 })).rejects.toThrow(/"port" option/);
   });
 
+  it('refuses an idempotencyWindow under a second, which would remember keys for 0 ms', async () => {
+    const gateway = createGateway();
+    await gateway.start();
+    await expect(gateway.serveHttp({ port: 0, idempotencyWindow: 0.0004 })).rejects.toThrow(
+      /"idempotencyWindow" option of serveHttp\(\) to be valid: .*>=1/,
+    );
+    const server = await gateway.serveHttp({ port: 0, idempotencyWindow: 1 });
+    await server.close();
+  });
+
   it('answers 404 for an unknown path and 405, with Allow, for a wrong method', async () => {
     const { server } = await serve();
     expect((await fetch(`${server.url}/nope`)).status).toBe(404);

@@ -1,6 +1,7 @@
 import { request as httpRequest, type OutgoingHttpHeaders } from 'node:http';
 import { fileURLToPath } from 'node:url';
-import { afterEach, describe, expect, it } from 'vitest';
+import BetterSqlite3 from 'better-sqlite3-multiple-ciphers';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { Deadband, type EdgeGatewayOptions, SqliteStorage } from '../../src/index.js';
 import type { HttpServerOptions } from '../../src/ops/http-server.js';
 import { killChildren, TestChild } from '../chaos/lib/child-process.js';
@@ -200,6 +201,53 @@ describe('POST /api/v1/data with an Idempotency-Key', () => {
     expect(outboxCount(path)).toBe(6);
     expect((await post(three, 'windowed')).replayed).toBe('true');
     expect(ledgerCount(path)).toBe(1);
+  });
+
+  it('replays a key after the wall clock steps two days forward while the gateway runs', async () => {
+    const { post, path } = await serve({ idempotencyWindow: 3600 });
+    expect(await post(three, 'stepped')).toMatchObject({ status: 200, replayed: null });
+    // NTP corrects a device that booted with an old time: the window is measured by the steady clock.
+    const wall = Date.now;
+    const stepped = vi.spyOn(Date, 'now').mockImplementation(() => wall() + 2 * 86_400_000);
+    try {
+      expect(await post(three, 'stepped')).toEqual({ status: 200, json: { accepted: 3, stored: 3 }, replayed: 'true' });
+    } finally {
+      stepped.mockRestore();
+    }
+    expect(outboxCount(path)).toBe(3);
+  });
+
+  it('forgets expired keys at the next cleanup, with no keyed request after them', async () => {
+    let now = Date.UTC(2026, 0, 1);
+    const { gateway, post, path } = await serve({ idempotencyWindow: 10 }, { clock: () => now });
+    for (let i = 0; i < 5; i++) await post({ sensorId: 'temp-01', value: i }, `idle-${i}`);
+    now += 9_000;
+    expect((await gateway.runCleanup()).ingestKeys).toBe(0);
+    expect(ledgerCount(path)).toBe(5);
+    now += 1_000;
+    expect((await gateway.runCleanup()).ingestKeys).toBe(5);
+    expect(ledgerCount(path)).toBe(0);
+  });
+
+  it('keeps the keys to a tenth of maxDatabaseSize: 102 of the longest keys at 1 MiB', async () => {
+    const { post, path } = await serve({}, { maxDatabaseSize: 1024 * 1024 });
+    for (let i = 0; i < 150; i++) {
+      expect((await post({ sensorId: 'temp-01', value: i }, `${i}-`.padEnd(255, 'k'))).status).toBe(200);
+    }
+    expect(ledgerCount(path)).toBe(102);
+    expect((await post({ sensorId: 'temp-01', value: 149 }, '149-'.padEnd(255, 'k'))).replayed).toBe('true');
+  });
+
+  it('answers a failing key lookup as a storage failure, 500 storage_failed, storing nothing', async () => {
+    const { post, path } = await serve();
+    const db = new BetterSqlite3(path);
+    db.exec('DROP TABLE ingest_ledger');
+    db.close();
+    expect(await post(three, 'lost-table')).toMatchObject({
+      status: 500,
+      json: { error: 'storage_failed', message: expect.stringMatching(/idempotency key lookup/) },
+    });
+    expect(outboxCount(path)).toBe(0);
   });
 
   it('keeps at most maxIdempotencyKeys keys, forgetting the oldest first', async () => {

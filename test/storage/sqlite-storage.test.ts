@@ -5,7 +5,9 @@ import BetterSqlite3 from 'better-sqlite3-multiple-ciphers';
 import { gunzipSync, strFromU8 } from 'fflate';
 import { describe, expect, it, vi } from 'vitest';
 import { isConfigError, isStorageError, SqliteStorage, type StorageError } from '../../src/index.js';
+import { ledgerKeyCap } from '../../src/storage/ingest-ledger.js';
 import { MIGRATIONS } from '../../src/storage/migrations.js';
+import { MIN_MAX_SIZE_BYTES } from '../../src/storage/sqlite-storage.js';
 import type { IngestKeyEntry, OutboxInsert, OutboxRow, UnsealedRead } from '../../src/storage/storage.js';
 import { encodeBatch } from '../../src/sync/batch-codec.js';
 import { defer } from '../helpers/cleanup.js';
@@ -86,6 +88,18 @@ function fill(storage: SqliteStorage, chunk = 500): { error: StorageError; store
 const pagesOf = (path: string) => readDb(path, (db) => db.pragma('page_count', { simple: true }) as number);
 
 const T0 = Date.UTC(2026, 0, 1);
+
+/** A key of the longest length the ingest endpoint takes (255 characters), unique to `i`, not in order. */
+const longKey = (i: number): IngestKeyEntry => ({
+  idempotencyKey: `${((i * 2_654_435_761) % 4_294_967_296).toString(16).padStart(8, '0')}-${i}-`.padEnd(255, 'k'),
+  hash: 'cd'.repeat(32),
+  accepted: 1,
+  stored: 1,
+  expiresAt: 0,
+});
+
+const ledgerCount = (path: string) =>
+  readDb(path, (db) => db.prepare('SELECT count(*) FROM ingest_ledger').pluck().get() as number);
 
 /** An idempotency key of the ingest endpoint, expiring a minute after T0. */
 const entry = (idempotencyKey: string, accepted = 1): IngestKeyEntry => ({
@@ -296,6 +310,127 @@ describe('SqliteStorage', () => {
       storage.append([row(4)], [], { entries: [fresh('fourth')], now: at, maxEntries: 2 });
       expect(storage.lookupIngestKey('again', at)).toBeUndefined();
       expect(storage.lookupIngestKey('fourth', at)).toBeDefined();
+    });
+
+    it('keeps taking keys at a full size budget, the queue drained when full, the ledger within its share', () => {
+      const path = tempDbPath();
+      const storage = new SqliteStorage({ path, synchronous: 'normal', maxSizeBytes: MIN_MAX_SIZE_BYTES });
+      storage.open();
+      defer(() => storage.close());
+      const drain = () => {
+        for (let batch = seal(storage, 500); batch; batch = seal(storage, 500)) storage.acknowledge(batch.batchNo);
+      };
+      let drains = 0;
+      // The longest keys allowed, a day's window (none expires here), a few readings a request so that the queue
+      // fills several times.
+      for (let i = 0; i < 5000; i++) {
+        const now = T0 + i * 1000;
+        const write = { entries: [{ ...longKey(i), expiresAt: now + 86_400_000 }], now, maxEntries: 100_000 };
+        try {
+          storage.append(rows(10, 10 * i), [], write);
+        } catch (error) {
+          expect((error as StorageError).sqliteCode).toBe('SQLITE_FULL');
+          drain();
+          drains++;
+          storage.append(rows(10, 10 * i), [], write);
+        }
+      }
+      expect(drains).toBeGreaterThan(1);
+      expect(ledgerCount(path)).toBe(ledgerKeyCap(MIN_MAX_SIZE_BYTES));
+      expect(ledgerKeyCap(MIN_MAX_SIZE_BYTES)).toBe(102);
+      expect(storage.lookupIngestKey(longKey(4999).idempotencyKey, T0 + 4999 * 1000)).toBeDefined();
+    });
+
+    it('never drops queued readings under drop-oldest to make room for keys beyond the ledger cap', () => {
+      // The same readings, with and without keys: the keys take at most their share of the budget.
+      const queued = (keyed: boolean) => {
+        const path = tempDbPath();
+        const storage = new SqliteStorage({ path, synchronous: 'normal', maxSizeBytes: MIN_MAX_SIZE_BYTES });
+        storage.open();
+        defer(() => storage.close());
+        storage.retention.setPolicy({ strategy: 'drop-oldest', maxRows: 1_000_000, windowMs: 60_000 });
+        for (let i = 0; i < 3000; i++) {
+          const now = T0 + i * 1000;
+          const write = { entries: [{ ...longKey(i), expiresAt: now + 86_400_000 }], now, maxEntries: 100_000 };
+          storage.append(rows(5, 5 * i), [], keyed ? write : undefined);
+        }
+        return { pending: storage.pendingCount(), keys: ledgerCount(path) };
+      };
+      const plain = queued(false);
+      const keyed = queued(true);
+      expect(keyed.keys).toBe(ledgerKeyCap(MIN_MAX_SIZE_BYTES));
+      expect(keyed.pending).toBeGreaterThan(0.85 * plain.pending);
+    });
+
+    it('removes expired keys before any queued reading when an append needs room', () => {
+      const path = tempDbPath();
+      const storage = new SqliteStorage({ path, synchronous: 'normal' });
+      storage.open();
+      defer(() => storage.close());
+      // Readings queued, and a ledger grown without a budget, its keys expired a minute after T0; then a budget
+      // below the file's size, and drop-oldest.
+      storage.append(rows(2000));
+      for (let i = 0; i < 2000; i++) {
+        storage.append([], [], { entries: [{ ...longKey(i), expiresAt: T0 + 60_000 }], now: T0, maxEntries: 100_000 });
+      }
+      storage.setMaxSizeBytes(MIN_MAX_SIZE_BYTES);
+      storage.retention.setPolicy({ strategy: 'drop-oldest', maxRows: 1_000_000, windowMs: 60_000 });
+      const later = T0 + 120_000;
+      const write = { entries: [{ ...longKey(5000), expiresAt: later + 60_000 }], now: later, maxEntries: 100_000 };
+      storage.append(rows(3000, 2000), [], write);
+      expect(storage.pendingCount()).toBe(5000);
+      expect(storage.lookupIngestKey(longKey(5000).idempotencyKey, later)).toBeDefined();
+      expect(ledgerCount(path)).toBeLessThan(2000);
+      // Cleanup removes the rest: every key but the new one expired.
+      while ((storage.retention.pruneIngestKeys?.(later, 500) ?? 0) === 500);
+      expect(ledgerCount(path)).toBe(1);
+      expect(storage.lookupIngestKey(longKey(5000).idempotencyKey, later)).toBeDefined();
+    });
+
+    it('prunes expired keys in retention cleanup, with no keyed traffic', () => {
+      const path = tempDbPath();
+      const storage = openStorage(path);
+      for (let i = 0; i < 30; i++) {
+        const expiresAt = T0 + (i < 20 ? 60_000 : 600_000);
+        storage.append([], [], { entries: [{ ...entry(`k-${i}`), expiresAt }], now: T0, maxEntries: 100 });
+      }
+      const prune = storage.retention.pruneIngestKeys;
+      expect(prune).toBeDefined();
+      expect(storage.retention.pruneIngestKeys?.(T0 + 60_000, 8)).toBe(8);
+      expect(storage.retention.pruneIngestKeys?.(T0 + 60_000, 100)).toBe(12);
+      expect(storage.retention.pruneIngestKeys?.(T0 + 60_000, 100)).toBe(0);
+      expect(ledgerCount(path)).toBe(10);
+      expect(storage.lookupIngestKey('k-25', T0 + 60_000)).toBeDefined();
+    });
+
+    it('prunes keys past the ledger bound of a lowered size budget in retention cleanup, the newest kept', () => {
+      const path = tempDbPath();
+      const storage = openStorage(path);
+      for (let i = 0; i < 300; i++) {
+        storage.append([], [], { entries: [{ ...longKey(i), expiresAt: T0 + 60_000 }], now: T0, maxEntries: 1000 });
+      }
+      storage.setMaxSizeBytes(MIN_MAX_SIZE_BYTES);
+      while ((storage.retention.pruneIngestKeys?.(T0, 50) ?? 0) === 50);
+      expect(ledgerCount(path)).toBe(ledgerKeyCap(MIN_MAX_SIZE_BYTES));
+      expect(storage.lookupIngestKey(longKey(299).idempotencyKey, T0)).toBeDefined();
+      expect(storage.lookupIngestKey(longKey(300 - 103).idempotencyKey, T0)).toBeUndefined();
+    });
+
+    it('throws StorageError, with its SQLite code, when the lookup fails', () => {
+      const path = tempDbPath();
+      const storage = openStorage(path);
+      storage.append([row(1)], [], { entries: [entry('k1')], now: T0, maxEntries: 10 });
+      const db = new BetterSqlite3(path);
+      db.exec('DROP TABLE ingest_ledger');
+      db.close();
+      let thrown: unknown;
+      try {
+        storage.lookupIngestKey('k1', T0);
+      } catch (error) {
+        thrown = error;
+      }
+      expect(isStorageError(thrown)).toBe(true);
+      expect(thrown).toMatchObject({ sqliteCode: 'SQLITE_ERROR', message: expect.stringMatching(/idempotency key/) });
     });
   });
 
