@@ -1,6 +1,6 @@
 import { ConfigError } from '../errors.js';
-import * as z from '../zod.js';
 import type { HealthJson } from '../ops/health-json.js';
+import * as z from '../zod.js';
 import type { CliIo } from './cli.js';
 import { DEFAULT_HTTP_PORT, envSchema } from './env-config.js';
 
