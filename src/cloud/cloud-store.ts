@@ -84,12 +84,30 @@ export type RecordEdit = { op: 'put'; value: unknown } | { op: 'delete' };
 
 /** One page of changes, oldest first. */
 export interface ChangePage {
-  /** The changes of the page, without those left out for the requester. */
+  /** Up to `limit` changes: those the page looked at, without those left out for the requester. */
   changes: RecordChange[];
-  /** The `seq` of the last change the page covered (returned or left out), or the cursor asked for when none. */
+  /**
+   * The `seq` of the last change the page consumed, returned or left out (on a page of `limit` changes, the last
+   * returned), or the cursor asked for when it consumed none.
+   */
   cursor: number;
   /** Whether changes past `cursor` remain. */
   hasMore: boolean;
+}
+
+/**
+ * Changes a pull page looks at, at most, to find its changes for a requester (see {@link CloudStore.pullChanges}):
+ * the default of the stores' `pullScanRows` option. A change left out costs the store a few short fields and sends
+ * nothing, so a page may look well past `limit`: 2,000 pass over the own edits of four full pushes (500 mutations
+ * each) in one request, at about the store time of a page returning 1,000 changes, the most `limit` allows
+ * (docs/benchmarks.md). A fixed number, not a multiple of `limit`, so that no request's `limit` raises it.
+ */
+export const DEFAULT_PULL_SCAN_ROWS = 2000;
+
+/** The problem with a `pullScanRows` option, if any: it must be a positive integer. */
+export function pullScanRowsProblem(value: unknown): string | undefined {
+  if (value === undefined || (Number.isSafeInteger(value) && (value as number) > 0)) return undefined;
+  return `Expected the "pullScanRows" option to be a positive integer (got ${String(value)})`;
 }
 
 /**
@@ -149,11 +167,16 @@ export interface CloudStore {
    */
   pushMutations(context: MutationContext, items: readonly PushDecision[]): Promise<MutationResult[]>;
   /**
-   * Records changed after `cursor`, in change order, each once, in its latest state: the page covers at most `limit`
-   * changes. With `requester`, it leaves out (but covers, moving the cursor past) each change whose record is still
-   * in the state a mutation of that device and replica wrote unrestamped, at the version its `applied` answer gave:
-   * the requester holds it already. Any later write, by anyone, clears that mark. A store that ignores `requester`
-   * is correct, only wasteful.
+   * Records changed after `cursor`, in change order, each once, in its latest state: up to `limit` changes. With
+   * `requester`, it leaves out each change whose record is still in the state a mutation of that device and replica
+   * wrote unrestamped, at the version its `applied` answer gave: the requester holds it already. Any later write, by
+   * anyone, clears that mark. A change left out does not count toward `limit`, but toward the page's scan bound: the
+   * page looks at no more than the store's bound of changes (`pullScanRows` on the stores of this package; never
+   * fewer than `limit`), returned and left out together, so that its work stays bounded however many the requester
+   * holds. The page consumes what it looked at,
+   * up to its last returned change once it holds `limit` (changes left out after that one are not consumed), and
+   * its cursor is the `seq` of the last change consumed. Without `requester` nothing is left out: a page is the
+   * first `limit` changes. A store that ignores `requester` is correct, only wasteful.
    */
   pullChanges(cursor: number, limit: number, requester?: PullRequester): Promise<ChangePage>;
   /** A record (a tombstone included), or `undefined` when it never existed. */

@@ -39,4 +39,5 @@ export type {
 export { neverExistedRecord } from './cloud-store.js';
 export type { RedisCloudStoreOptions } from './redis-cloud-store.js';
 export { RedisCloudStore } from './redis-cloud-store.js';
+export type { SqliteCloudStoreOptions } from './sqlite-cloud-store.js';
 export { SqliteCloudStore } from './sqlite-cloud-store.js';

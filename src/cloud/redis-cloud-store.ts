@@ -6,11 +6,13 @@ import {
   type ChangePage,
   type ClockSkewFlag,
   type CloudStore,
+  DEFAULT_PULL_SCAN_ROWS,
   type IncomingBatch,
   type IngestOutcome,
   type MutationContext,
   neverExistedRecord,
   type PushDecision,
+  pullScanRowsProblem,
   type RecordEdit,
   type RecordStats,
   type StoredPoint,
@@ -39,6 +41,12 @@ export interface RedisCloudStoreOptions {
   keyPrefix?: string;
   /** How long `connect()` keeps trying to reach Redis before it gives up, in ms. @default 5000 */
   connectTimeoutMs?: number;
+  /**
+   * Changes a pull page looks at, at most, to find its changes for a puller that names itself (never fewer than
+   * the page's `limit`): the changes left out for it count here, not toward `limit`. It bounds the time one pull
+   * holds Redis (one atomic script). @default 2000
+   */
+  pullScanRows?: number;
 }
 
 type Ack = Omit<BatchAck, 'serverTime'>;
@@ -93,11 +101,13 @@ const SCAN_BATCHES = 64;
 export class RedisCloudStore implements CloudStore {
   readonly #client: Client;
   readonly #prefix: string;
+  readonly #pullScanRows: number;
   #closing: Promise<void> | undefined;
 
-  private constructor(client: Client, prefix: string) {
+  private constructor(client: Client, prefix: string, pullScanRows: number) {
     this.#client = client;
     this.#prefix = prefix;
+    this.#pullScanRows = pullScanRows;
   }
 
   /**
@@ -118,6 +128,8 @@ export class RedisCloudStore implements CloudStore {
     if (!(Number.isFinite(timeoutMs) && timeoutMs > 0)) {
       problems.push(`Expected the "connectTimeoutMs" option to be a positive number (got ${String(timeoutMs)})`);
     }
+    const scanProblem = pullScanRowsProblem(options.pullScanRows);
+    if (scanProblem) problems.push(scanProblem);
     if (problems.length > 0) throw new ConfigError(problems);
 
     const deadline = Date.now() + timeoutMs;
@@ -141,7 +153,7 @@ export class RedisCloudStore implements CloudStore {
       const reason = (lastError ?? (error as Error)).message;
       throw new CloudStoreError(`Could not connect to Redis at ${redactUrl(options.url)}: ${reason}`, { cause: error });
     }
-    return new RedisCloudStore(client, prefix);
+    return new RedisCloudStore(client, prefix, options.pullScanRows ?? DEFAULT_PULL_SCAN_ROWS);
   }
 
   /** The prefix of every key of this store. */
@@ -351,7 +363,14 @@ export class RedisCloudStore implements CloudStore {
     const [more, last, rows] = await this.#run<[number, string, (string | null)[][]]>(
       PULL_CHANGES,
       [this.#key('changes')],
-      [String(cursor), String(limit), this.#key('rec:'), requester?.deviceId ?? '', requester?.replicaId ?? ''],
+      [
+        String(cursor),
+        String(limit),
+        this.#key('rec:'),
+        requester?.deviceId ?? '',
+        requester?.replicaId ?? '',
+        String(Math.max(limit, this.#pullScanRows)),
+      ],
     );
     return { changes: rows.map(toChange), cursor: Number(last), hasMore: more === 1 };
   }

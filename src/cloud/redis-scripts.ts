@@ -150,28 +150,38 @@ return version
 
 /**
  * One consistent page of changes after a cursor: each record in its latest state, read in the same atomic step as
- * the index, so a page never shows a record at a newer state than its place in the index says. The page covers at
- * most `limit` changes and leaves out those the requester holds: written by its replica (origin) as its device was
- * told, still at that version.
- * KEYS: changes. ARGV: cursor, limit, record key prefix, requester's device id and replica id ('' for none).
- * Returns `{hasMore (1 | 0), cursor, changes}`, `cursor` the seq of the last change covered (or the one given), per
+ * the index, so a page never shows a record at a newer state than its place in the index says. It returns up to
+ * `limit` changes and leaves out those the requester holds (written by its replica (origin) as its device was told,
+ * still at that version), which do not count toward `limit` but toward `scan`: the page looks at `scan` changes at
+ * most, so the script's work stays bounded. It reads the index a slice at a time (at least 64 ids, so that a small
+ * limit does not cost a call per change) and stops at the change after its last, which it does not consume: past a
+ * full page, or past the scan bound. Without a requester, `scan` is `limit`: one slice, as a page always read.
+ * KEYS: changes. ARGV: cursor, limit, record key prefix, requester's device id and replica id ('' for none), scan.
+ * Returns `{hasMore (1 | 0), cursor, changes}`, `cursor` the seq of the last change consumed (or the one given), per
  * change: member, value (or false), deleted, version, hlc, origin, seq.
  */
 export const PULL_CHANGES = script(`
-local limit = tonumber(ARGV[2])
+local limit, scan = tonumber(ARGV[2]), tonumber(ARGV[6])
 local device, replica = ARGV[4], ARGV[5]
-local ids = redis.call('ZRANGE', KEYS[1], '(' .. ARGV[1], '+inf', 'BYSCORE', 'LIMIT', 0, limit + 1)
-local cursor = ARGV[1]
-local out = {}
-for i = 1, math.min(#ids, limit) do
-  local id = ids[i]
-  local r = redis.call('HMGET', ARGV[3] .. id, 'deleted', 'version', 'hlc', 'origin', 'seq', 'known-by', 'known-at')
-  if r[5] then cursor = r[5] end
-  if device == '' or r[4] ~= replica or r[6] ~= device or r[7] ~= r[2] then
-    out[#out + 1] = {id, redis.call('HGET', ARGV[3] .. id, 'value') or false, r[1], r[2], r[3], r[4], r[5]}
+if device == '' then scan = limit end
+local cursor, out, looked = ARGV[1], {}, 0
+while true do
+  local want = 0
+  if #out < limit then want = math.min(scan - looked, math.max(limit, 64)) end
+  -- One id more than the page may consume, which shows whether any remain; the scores are the cursor.
+  local ids = redis.call('ZRANGE', KEYS[1], '(' .. cursor, '+inf', 'BYSCORE', 'LIMIT', 0, want + 1, 'WITHSCORES')
+  for i = 1, #ids, 2 do
+    if #out == limit or looked == scan then return {1, cursor, out} end
+    local id = ids[i]
+    local r = redis.call('HMGET', ARGV[3] .. id, 'deleted', 'version', 'hlc', 'origin', 'seq', 'known-by', 'known-at')
+    looked = looked + 1
+    cursor = ids[i + 1]
+    if device == '' or r[4] ~= replica or r[6] ~= device or r[7] ~= r[2] then
+      out[#out + 1] = {id, redis.call('HGET', ARGV[3] .. id, 'value') or false, r[1], r[2], r[3], r[4], r[5]}
+    end
   end
+  if #ids <= 2 * want then return {0, cursor, out} end
 end
-return {#ids > limit and 1 or 0, cursor, out}
 `);
 
 /**

@@ -1,6 +1,7 @@
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import BetterSqlite3, { type Database } from 'better-sqlite3-multiple-ciphers';
+import { ConfigError } from '../errors.js';
 import type {
   CloudRecord,
   MutationResult,
@@ -13,11 +14,13 @@ import {
   type ChangePage,
   type ClockSkewFlag,
   type CloudStore,
+  DEFAULT_PULL_SCAN_ROWS,
   type IncomingBatch,
   type IngestOutcome,
   type MutationContext,
   neverExistedRecord,
   type PushDecision,
+  pullScanRowsProblem,
   type RecordEdit,
   type RecordStamp,
   type RecordStats,
@@ -109,6 +112,19 @@ const toRecord = (row: RecordRow): CloudRecord => ({
 
 const toChange = (row: RecordRow): RecordChange => ({ ...toRecord(row), seq: row.seq });
 
+/** A row of the pull scan, as an array (cheaper than an object, row by row): `known` first, `value` null when it is. */
+type ChangeRow = [
+  seq: number,
+  known: number | null,
+  collection: string,
+  key: string,
+  value: string | null,
+  deleted: number,
+  version: number,
+  hlc: string,
+  origin: string,
+];
+
 /** Columns added since the first release, with their definitions: a store file made before gets them at open. */
 const ADDED_COLUMNS: Record<string, [string, string][]> = {
   cloud_records: [
@@ -144,12 +160,33 @@ const toPoint = (row: PointRow): StoredPoint => ({
   receivedAt: new Date(row.received_at).toISOString(),
 });
 
-/** The reference server's default store: one SQLite file (or `:memory:`), WAL, fsync on commit. */
+/** Options of {@link SqliteCloudStore}. */
+export interface SqliteCloudStoreOptions {
+  /**
+   * Changes a pull page looks at, at most, to find its changes for a puller that names itself (never fewer than
+   * the page's `limit`): the changes left out for it count here, not toward `limit`. @default 2000
+   */
+  pullScanRows?: number;
+}
+
+/**
+ * The reference server's default store: one SQLite file (or `:memory:`), WAL, fsync on commit.
+ *
+ * @example
+ * ```ts
+ * const store = new SqliteCloudStore('/var/lib/edge-cloud/cloud.db', { pullScanRows: 5000 });
+ * const server = await CloudServer.listen({ store, apiKeys: ['k'] });
+ * ```
+ */
 export class SqliteCloudStore implements CloudStore {
   readonly #db: Database;
   readonly #statements;
+  readonly #pullScanRows: number;
 
-  constructor(path: string) {
+  constructor(path: string, options: SqliteCloudStoreOptions = {}) {
+    const problem = pullScanRowsProblem(options.pullScanRows);
+    if (problem) throw new ConfigError([problem]);
+    this.#pullScanRows = options.pullScanRows ?? DEFAULT_PULL_SCAN_ROWS;
     if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
     this.#db = new BetterSqlite3(path);
     this.#db.pragma('journal_mode = WAL');
@@ -196,13 +233,16 @@ export class SqliteCloudStore implements CloudStore {
            known_by = excluded.known_by, known_at = excluded.known_at`,
       ),
       // known: the requester holds this state already (NULL without a requester); its value is not even read out.
-      changes: db.prepare(
-        `SELECT collection, key, deleted, version, hlc, origin, seq, known,
-           CASE WHEN known THEN NULL ELSE value END AS value
-         FROM (SELECT *, (origin = @replica AND known_by = @device AND known_at = version) AS known
-               FROM cloud_records WHERE seq > @cursor ORDER BY seq LIMIT @limit)
-         ORDER BY seq`,
-      ),
+      // One flat scan of the seq index, read row by row as arrays: a page stops at the row after its last.
+      changes: db
+        .prepare(
+          `SELECT seq, (origin = @replica AND known_by = @device AND known_at = version) AS known,
+             collection, key,
+             CASE WHEN origin = @replica AND known_by = @device AND known_at = version THEN NULL ELSE value END,
+             deleted, version, hlc, origin
+           FROM cloud_records WHERE seq > @cursor ORDER BY seq LIMIT @rows`,
+        )
+        .raw(),
       recordCounts: db.prepare(
         'SELECT coalesce(sum(deleted = 0), 0) AS records, coalesce(sum(deleted), 0) AS tombstones FROM cloud_records',
       ),
@@ -345,17 +385,25 @@ export class SqliteCloudStore implements CloudStore {
   }
 
   async pullChanges(cursor: number, limit: number, requester?: PullRequester): Promise<ChangePage> {
-    const rows = this.#statements.changes.all({
+    // Without a requester nothing is left out, and the page looks at no more than it returns.
+    const scan = requester ? Math.max(limit, this.#pullScanRows) : limit;
+    const rows = this.#statements.changes.iterate({
       cursor,
-      limit: limit + 1,
+      rows: scan + 1,
       device: requester?.deviceId ?? null,
       replica: requester?.replicaId ?? null,
-    }) as (RecordRow & { known: number | null })[];
-    const hasMore = rows.length > limit;
-    const page = hasMore ? rows.slice(0, limit) : rows;
+    }) as IterableIterator<ChangeRow>;
     const changes: RecordChange[] = [];
-    for (const row of page) if (row.known !== 1) changes.push(toChange(row));
-    return { changes, cursor: page.at(-1)?.seq ?? cursor, hasMore };
+    let last = cursor;
+    let looked = 0;
+    for (const [seq, known, collection, key, value, deleted, version, hlc, origin] of rows) {
+      // A row past a full page, or past the scan bound, is not consumed: it only shows that more remain.
+      if (changes.length === limit || looked === scan) return { changes, cursor: last, hasMore: true };
+      looked++;
+      last = seq;
+      if (known !== 1) changes.push(toChange({ collection, key, value, deleted, version, hlc, origin, seq }));
+    }
+    return { changes, cursor: last, hasMore: false };
   }
 
   async getRecord(collection: string, key: string): Promise<CloudRecord | undefined> {

@@ -107,11 +107,14 @@ export const recordChangeSchema = z.extend(cloudRecordSchema, { seq: z.int().che
 export type RecordChange = z.infer<typeof recordChangeSchema>;
 
 export const pullResponseSchema = z.object({
-  /** Fewer than `limit`, even none, when the page covered changes left out for the puller (see {@link PullRequester}). */
+  /**
+   * Up to `limit` changes. The changes left out for the puller (see {@link PullRequester}) do not count toward it, but
+   * a page looks at a bounded number of changes: one that reached the bound may hold fewer, even none, and go on.
+   */
   changes: z.array(recordChangeSchema),
   /**
-   * Pass back as `cursor` for the next page: the `seq` of the last change the page covered, returned or left out;
-   * the request's cursor when it covered none.
+   * Pass back as `cursor` for the next page: the `seq` of the last change the page consumed, returned or left out
+   * (on a page of `limit` changes, the last returned); the request's cursor when it consumed none.
    */
   cursor: z.int().check(z.nonnegative()),
   /** Whether changes past `cursor` remain: ask again, even after a page with no changes. */

@@ -706,32 +706,105 @@ function suite(kind: CloudStoreKind): void {
       });
     });
 
-    it('covers limit changes a page, returning those not left out, so that a page may hold none yet go on', async () => {
-      const server = await listen();
-      await pushOk(
-        server,
-        Array.from({ length: 5 }, (_, i) => put(`own-${i}`, i, 0)),
-      );
-      await request(server, 'PUT', recordPath('operator'), { value: 'cloud' });
-      await pushOk(
-        server,
-        Array.from({ length: 3 }, (_, i) => put(`own-${5 + i}`, i, 0)),
-      );
-
-      const pages: [string[], number, boolean][] = [];
+    /** Pages through every change from 0 as this file's requester: `[keys returned, cursor, hasMore]` of each. */
+    async function pages(server: CloudServer, limit: number): Promise<[string[], number, boolean][]> {
+      const seen: [string[], number, boolean][] = [];
       let cursor = 0;
       for (let hasMore = true; hasMore; ) {
-        const page = await pull(server, `?cursor=${cursor}&limit=4&${as()}`);
-        pages.push([page.changes.map((c) => c.key), page.cursor, page.hasMore]);
+        const page = await pull(server, `?cursor=${cursor}&limit=${limit}&${as()}`);
+        seen.push([page.changes.map((c) => c.key), page.cursor, page.hasMore]);
         cursor = page.cursor;
         hasMore = page.hasMore;
-        if (pages.length > 5) throw new Error('pull does not end');
+        if (seen.length > 10) throw new Error('pull does not end');
       }
+      return seen;
+    }
 
-      expect(pages).toEqual([
-        [[], 4, true],
-        [['operator'], 8, true],
-        [[], 9, false],
+    /** Pushes `count` puts of new keys `{prefix}{i}` as this file's device and replica, 500 a push. */
+    async function pushOwn(server: CloudServer, count: number, prefix = 'own-'): Promise<void> {
+      for (let from = 0; from < count; from += RECORD_LIMITS.mutationsPerPush) {
+        const n = Math.min(RECORD_LIMITS.mutationsPerPush, count - from);
+        await pushOk(
+          server,
+          Array.from({ length: n }, (_, i) => put(`${prefix}${from + i}`, from + i, 0)),
+        );
+      }
+    }
+
+    it('does not count the changes it leaves out toward limit: one page returns the few among many it holds', async () => {
+      const server = await listen();
+      await pushOwn(server, 5);
+      await request(server, 'PUT', recordPath('operator'), { value: 'cloud' });
+      await pushOwn(server, 3, 'own-later-');
+
+      expect(await pages(server, 4)).toEqual([[['operator'], 9, false]]);
+    });
+
+    it('passes over 1,000 changes it holds in one page of none, with hasMore false', async () => {
+      const server = await listen();
+      await pushOwn(server, 1000);
+
+      expect(await pull(server, `?cursor=0&limit=200&${as()}`)).toMatchObject({
+        changes: [],
+        cursor: 1000,
+        hasMore: false,
+      });
+    });
+
+    it('looks at 2,000 changes a page by default: 5,000 it holds take three pages of none', async () => {
+      const server = await listen();
+      await pushOwn(server, 5000);
+
+      expect(await pages(server, 200)).toEqual([
+        [[], 2000, true],
+        [[], 4000, true],
+        [[], 5000, false],
+      ]);
+    });
+
+    it('stops a page at pullScanRows changes looked at, or at limit returned, consuming none after the last returned', async () => {
+      const server = await listen({ store: await store.open({ pullScanRows: 5 }) });
+      await pushOwn(server, 5); // seq 1-5
+      await request(server, 'PUT', recordPath('cloud-a'), { value: 'a' }); // 6
+      await request(server, 'PUT', recordPath('cloud-b'), { value: 'b' }); // 7
+      await pushOwn(server, 2, 'own-later-'); // 8-9
+      await request(server, 'PUT', recordPath('cloud-c'), { value: 'c' }); // 10
+      await pushOwn(server, 1, 'own-last-'); // 11
+
+      expect(await pages(server, 2)).toEqual([
+        // Five looked at, none returned: the scan bound, not limit, ends the page.
+        [[], 5, true],
+        // Full at seq 7: seq 8 and 9, left out, wait for the next page.
+        [['cloud-a', 'cloud-b'], 7, true],
+        [['cloud-c'], 11, false],
+      ]);
+    });
+
+    it("finds the few changes it does not hold among hundreds it does, across the Redis script's slices of 64", async () => {
+      const server = await listen({ store: await store.open({ pullScanRows: 300 }) });
+      await pushOwn(server, 64, 'own-a-'); // seq 1-64
+      await request(server, 'PUT', recordPath('cloud-a'), { value: 'a' }); // 65: the last of a slice
+      await request(server, 'PUT', recordPath('cloud-b'), { value: 'b' }); // 66: the first of the next
+      await pushOwn(server, 134, 'own-b-'); // 67-200
+      await request(server, 'PUT', recordPath('cloud-c'), { value: 'c' }); // 201
+      await pushOwn(server, 39, 'own-c-'); // 202-240
+      await request(server, 'PUT', recordPath('cloud-d'), { value: 'd' }); // 241
+
+      expect(await pages(server, 3)).toEqual([
+        [['cloud-a', 'cloud-b', 'cloud-c'], 201, true],
+        [['cloud-d'], 241, false],
+      ]);
+    });
+
+    it('looks at limit changes a page when limit is over pullScanRows, so that a page can always fill', async () => {
+      const server = await listen({ store: await store.open({ pullScanRows: 1 }) });
+      await pushOwn(server, 2); // seq 1-2
+      await request(server, 'PUT', recordPath('cloud-a'), { value: 'a' }); // 3
+      await pushOwn(server, 2, 'own-later-'); // 4-5
+
+      expect(await pages(server, 3)).toEqual([
+        [['cloud-a'], 3, true],
+        [[], 5, false],
       ]);
     });
 

@@ -1,6 +1,6 @@
 import { join } from 'node:path';
 import { afterAll, beforeAll, beforeEach } from 'vitest';
-import type { CloudServerOptions } from '../../src/cloud/index.js';
+import { type CloudServerOptions, type CloudStore, RedisCloudStore, SqliteCloudStore } from '../../src/cloud/index.js';
 import { findRedisServer, type RedisServer, startRedisServer } from './redis-server.js';
 import { tempDir } from './temp-dir.js';
 
@@ -17,6 +17,11 @@ export interface CloudStoreUnderTest {
    * name, SQLite is in memory (fresh on every call) and Redis is database 0.
    */
   options(name?: string): Partial<CloudServerOptions>;
+  /**
+   * A store of this kind opened by hand, with store options `CloudServer.listen` cannot pass, where `options(name)`
+   * puts it. The caller closes it (a server given it as `store` does, on close).
+   */
+  open(storeOptions: { pullScanRows?: number }, name?: string): Promise<CloudStore>;
   /** The Redis server under test (redis only). */
   readonly redis: RedisServer | undefined;
 }
@@ -86,6 +91,11 @@ export function useCloudStore(kind: CloudStoreKind): CloudStoreUnderTest {
         names.set(name, db);
       }
       return { redisUrl: `${redis.url}/${db}` };
+    },
+    async open(storeOptions, name) {
+      const { dbPath, redisUrl } = this.options(name);
+      if (dbPath !== undefined) return new SqliteCloudStore(dbPath, storeOptions);
+      return RedisCloudStore.connect({ url: redisUrl as string, ...storeOptions });
     },
   };
 }

@@ -66,7 +66,8 @@ function suite(kind: CloudStoreKind): void {
     const clock = sharedClock();
     const { cloud, proxy, pulls } = await setup(clock);
     const [a, b] = [await gatewayOf(cloud, proxy.url, clock), await gatewayOf(cloud, proxy.url, clock)];
-    const n = 250; // more than a pull page (200): the first page covers 200 changes and returns none
+    // More than a page looks at (2,000 changes, the store's default): the first page returns none yet goes on.
+    const n = 2500;
     for (let i = 0; i < n; i++) await a.records.put(C, `key-${i}`, { target: i });
     pulls.length = 0;
 
@@ -74,8 +75,8 @@ function suite(kind: CloudStoreKind): void {
 
     expect(synced.records).toMatchObject({ pushed: n, applied: n, pulled: 0 });
     expect(shape(pulls)).toEqual([
-      [0, 0, 200, true],
-      [200, 0, n, false],
+      [0, 0, 2000, true],
+      [2000, 0, n, false],
     ]);
     expect(pulls[0]?.query.get('deviceId')).toBe(a.options.deviceId);
     expect(pulls[0]?.query.get('replicaId')).toBe(a.getStatus().replicaId);
