@@ -105,6 +105,8 @@ export type Reencryption = 'from-plaintext' | 'from-previous-key';
 export const MIN_MAX_SIZE_BYTES = 1024 * 1024;
 /** SQLite's largest page count: the cap of a database without a size budget. */
 const NO_PAGE_LIMIT = 4294967294;
+/** A replica id as `randomUUID()` makes it. */
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 /** Attempts of one append to free room under the size budget (drop-oldest, downsample-oldest) before it fails. */
 const MAX_FREE_ATTEMPTS = 16;
 /** Idempotency keys the first attempt to free room for an append looks at; twice as many at each further attempt. */
@@ -722,11 +724,22 @@ export class SqliteStorage implements Storage {
 
   #ensureReplicaId(db: Database): string {
     const get = db.prepare('SELECT value FROM meta WHERE key = ?').pluck();
-    let id = get.get('replica_id') as string | undefined;
+    let id = get.get('replica_id') as unknown;
     if (id === undefined) {
       id = randomUUID();
       db.prepare('INSERT INTO meta (key, value) VALUES (?, ?)').run('replica_id', id);
       db.prepare('INSERT INTO meta (key, value) VALUES (?, ?)').run('next_batch_no', '1');
+    }
+    // SQLite checks pages, not the bytes in a row: a scribble inside these values passes every check it has, and a
+    // changed replica id or batch number would send under another identity. Their shape is checked instead.
+    if (typeof id !== 'string' || !UUID.test(id)) {
+      throw new CorruptDatabaseError(`the replica id ${JSON.stringify(id)} in meta is not a UUID`);
+    }
+    for (const key of ['next_batch_no', 'acked_through']) {
+      const value = get.get(key) as unknown;
+      if (value !== undefined && !(typeof value === 'string' && /^\d{1,15}$/.test(value))) {
+        throw new CorruptDatabaseError(`${key} ${JSON.stringify(value)} in meta is not a whole number`);
+      }
     }
     return id;
   }

@@ -793,6 +793,31 @@ describe('SqliteStorage', () => {
       expect(readDb(path, (db) => db.prepare('SELECT count(*) FROM outbox').pluck().get())).toBe(3);
     });
 
+    it('sets aside a file whose replica id or batch number a scribble changed where SQLite cannot see it', () => {
+      // SQLite checks pages, not the bytes inside a row: such a file passes quick_check. A byte of the replica id
+      // changed so (as the long chaos run once did) would send under another identity.
+      for (const [key, value] of [
+        ['replica_id', '54d82cfdH6d20-44b9-82c3-f9b4d3acfc80'],
+        ['next_batch_no', '1\u00007'],
+        ['acked_through', '-3'],
+      ] as const) {
+        const path = tempDbPath();
+        const first = openStorage(path);
+        first.append(rows(3));
+        const replicaId = first.replicaId;
+        first.close();
+        const db = new BetterSqlite3(path);
+        db.prepare('INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)').run(key, value);
+        expect(db.pragma('quick_check', { simple: true })).toBe('ok');
+        db.close();
+
+        const storage = openStorage(path);
+        expect(storage.quarantined?.reason, key).toContain(key === 'replica_id' ? 'replica id' : key);
+        expect(storage.replicaId, key).not.toBe(replicaId);
+        expect(storage.replicaId, key).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/);
+      }
+    });
+
     it('names the set-aside file <path>.corrupt-<ISO 8601 basic timestamp>', () => {
       const path = tempDbPath();
       writeFileSync(path, 'garbage'.repeat(100));
