@@ -248,6 +248,21 @@ async function drive(url: string, options: LoadTestOptions, onTick: () => void) 
 
 const mib = (bytes: number) => Math.round((bytes / 1048576) * 10) / 10;
 
+/** What a run measured the same way against a running gateway and in-process: its part of the summary. */
+function driven(result: Awaited<ReturnType<typeof drive>>, options: LoadTestOptions) {
+  return {
+    seconds: result.seconds,
+    rate: options.rate,
+    batch: options.batch,
+    sent: result.sent,
+    requests: result.requests,
+    acknowledged: result.acknowledged,
+    refused: result.refused,
+    refusedByStatus: result.refusedByStatus,
+    latencyMs: { p50: result.latency.quantile(0.5), p99: result.latency.quantile(0.99), max: result.latency.max },
+  };
+}
+
 /** A load test against a running gateway: its POST /api/v1/data, and its /metrics before and after. */
 async function againstRunning(options: LoadTestOptions & { url: string }): Promise<LoadTestSummary> {
   const url = options.url.replace(/\/+$/, '');
@@ -270,21 +285,13 @@ async function againstRunning(options: LoadTestOptions & { url: string }): Promi
       : null;
   return {
     target: url,
-    seconds: result.seconds,
-    rate: options.rate,
-    batch: options.batch,
-    sent: result.sent,
-    requests: result.requests,
-    acknowledged: result.acknowledged,
-    refused: result.refused,
-    refusedByStatus: result.refusedByStatus,
+    ...driven(result, options),
     lost: result.unanswered,
     synced: known(before.acknowledged, after.acknowledged)
       ? (after.acknowledged as number) - (before.acknowledged as number)
       : null,
     queued: after.queued ?? null,
     inCloud: null,
-    latencyMs: { p50: result.latency.quantile(0.5), p99: result.latency.quantile(0.99), max: result.latency.max },
     cpuPercent: cpu,
     rssMb: after.rssBytes === undefined ? null : mib(after.rssBytes),
     peakRssMb: peakRss > 0 ? mib(Math.max(peakRss, after.rssBytes ?? 0)) : null,
@@ -337,19 +344,11 @@ async function inProcess(options: LoadTestOptions): Promise<LoadTestSummary> {
     const inCloud = (await cloud.store.stats(deviceId)).points;
     return {
       target: 'in-process',
-      seconds: result.seconds,
-      rate: options.rate,
-      batch: options.batch,
-      sent: result.sent,
-      requests: result.requests,
-      acknowledged: result.acknowledged,
-      refused: result.refused,
-      refusedByStatus: result.refusedByStatus,
+      ...driven(result, options),
       lost: result.unanswered + Math.max(0, result.acknowledged - inCloud),
       synced,
       queued,
       inCloud,
-      latencyMs: { p50: result.latency.quantile(0.5), p99: result.latency.quantile(0.99), max: result.latency.max },
       // µs of CPU over µs of wall time, as a percentage with one decimal.
       cpuPercent: Math.round((1000 * (cpu.user + cpu.system)) / (result.seconds * 1e6)) / 10,
       rssMb: mib(rss),
