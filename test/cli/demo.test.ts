@@ -10,7 +10,9 @@ describe('edge-gateway demo', () => {
       err: (line) => lines.push(line),
       untilSignal: () => new Promise(() => {}),
     };
-    const code = await runDemo(io, { rateHz: 40, onlineMs: 800, outageMs: 1200, afterMs: 600 });
+    // Status lines come once a second: an outage of 2.4 s holds two, so that one of them comes after the gateway
+    // has noticed (a sync attempt must fail first, which a loaded machine may take past the first line).
+    const code = await runDemo(io, { rateHz: 40, onlineMs: 800, outageMs: 2400, afterMs: 600 });
     const output = lines.join('\n');
     expect(output).toContain('the cloud is gone');
     expect(output).toContain('the cloud is back');
